@@ -1,0 +1,34 @@
+"""A tiny application for bbrun's sample buildout: it imports compiled
+extensions (BTrees, zope.interface) and reports where everything loaded from,
+so a relocated tree can be checked by its output."""
+
+import json
+import os
+import sys
+
+
+def report():
+    import BTrees
+    import BTrees.OOBTree
+    import zope.interface
+    import zope.interface._zope_interface_coptimizations as zi_c
+
+    tree = BTrees.OOBTree.OOBTree()
+    tree.update({"b": 2, "a": 1})
+    return {
+        "argv": sys.argv,
+        "demoapp": __file__,
+        "btrees": BTrees.__file__,
+        "btrees_c": BTrees.OOBTree.OOBTree.__module__,
+        "zope_interface_c": zi_c.__file__,
+        "keys": list(tree.keys()),
+        "executable": sys.executable,
+        "cwd": os.getcwd(),
+    }
+
+
+def main():
+    print(json.dumps(report()))
+    if len(sys.argv) > 1 and sys.argv[1] == "--exit":
+        return int(sys.argv[2])
+    return 0

@@ -1,0 +1,86 @@
+//! `bbrun freeze ROOT`: write the relocation map and report what still
+//! names the build path.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+use crate::freeze::{self, FreezeOptions, FreezeReport};
+use crate::native::NativeOptions;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Root of the built tree (the buildout directory or the virtualenv).
+    pub root: PathBuf,
+    /// Show what would be collected and changed; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not copy paths outside ROOT into the tree; fail listing them.
+    #[arg(long)]
+    pub no_collect: bool,
+    /// The build interpreter, when the scripts' first lines do not name it.
+    #[arg(long)]
+    pub python: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub native: NativeOptions,
+}
+
+pub fn run(args: Args) -> Result<i32> {
+    let opts = FreezeOptions {
+        dry_run: args.dry_run,
+        no_collect: args.no_collect,
+        python: args.python,
+        native: args.native,
+    };
+    let report = freeze::freeze(&args.root, &opts)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_report(&report);
+    }
+    Ok(0)
+}
+
+fn print_report(r: &FreezeReport) {
+    let verb = if r.dry_run { "would write" } else { "wrote" };
+    println!("{}: {verb} {}", r.root, r.map);
+    println!("interpreter: {}", r.interpreter);
+    println!("scripts ({}): {}", r.scripts.len(), r.scripts.join(", "));
+    if !r.collected.is_empty() {
+        println!("collected from outside the tree:");
+        for c in &r.collected {
+            println!("  {} -> {}", c.original, c.in_tree);
+        }
+    }
+    if !r.files.is_empty() {
+        println!("files that name a build path:");
+        for (kind, entries) in &r.files {
+            println!("  {kind} ({}):", entries.len());
+            for e in entries {
+                println!("    {} [{}]", e.path, action_text(e.action));
+            }
+        }
+    }
+    if !r.outside_literals.is_empty() {
+        println!("paths outside the tree that scripts name (not on sys.path, not collected):");
+        for p in &r.outside_literals {
+            println!("  {p}");
+        }
+    }
+    for n in &r.notes {
+        println!("note: {n}");
+    }
+}
+
+fn action_text(a: crate::map::Action) -> &'static str {
+    use crate::map::Action::*;
+    match a {
+        MappedAtRunTime => "mapped at run time by the shim",
+        RewriteOnRelocate => "rewritten by bbrun install/relocate",
+        RpathRelativized => "RPATH made $ORIGIN-relative",
+        Reported => "left as is",
+    }
+}

@@ -1,0 +1,10 @@
+//! One module per subcommand: its clap arguments and its `run`.
+
+pub mod check;
+pub mod freeze;
+pub mod install;
+pub mod pack;
+pub mod relocate;
+pub mod run;
+pub mod shebang;
+pub mod verify;

@@ -1,0 +1,18 @@
+//! `bbrun relocate` (not implemented yet).
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The tree or archive to work on.
+    pub path: PathBuf,
+}
+
+pub fn run(args: Args) -> Result<i32> {
+    bail!(
+        "{}: `bbrun relocate` is not implemented yet",
+        args.path.display()
+    )
+}

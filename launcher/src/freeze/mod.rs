@@ -1,0 +1,287 @@
+//! `bbrun freeze`: scan a built tree, collect what it needs from outside,
+//! and write the relocation map and inventory.
+//!
+//! Freeze runs on the build machine, where the build interpreter and every
+//! external path still exist; it is safe to run again (a tree moved since
+//! keeps the roots recorded by the first freeze).
+
+pub mod collect;
+pub mod scan;
+pub mod scripts;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+use crate::fsutil;
+use crate::interp;
+use crate::map::{
+    self, BuildRoot, CollectedPrefix, Interpreter, Inventory, InventoryEntry, RelocationMap,
+};
+use crate::native::{self, NativeOptions};
+use crate::shim;
+
+#[derive(Debug, Clone, Default)]
+pub struct FreezeOptions {
+    pub dry_run: bool,
+    /// Refuse (listing them) instead of copying paths outside the root.
+    pub no_collect: bool,
+    /// The build interpreter, when the scripts' shebangs do not say.
+    pub python: Option<PathBuf>,
+    pub native: NativeOptions,
+}
+
+/// What freeze found and did, for the report and `--json`.
+#[derive(Debug, Serialize)]
+pub struct FreezeReport {
+    pub root: String,
+    pub map: String,
+    pub dry_run: bool,
+    pub interpreter: String,
+    pub scripts: Vec<String>,
+    pub collected: Vec<CollectedPrefix>,
+    /// Absolute paths outside the tree that scripts name but freeze does
+    /// not collect (not on sys.path): reported so nothing is a surprise.
+    pub outside_literals: Vec<String>,
+    /// Files naming a build path, grouped by kind.
+    pub files: BTreeMap<String, Vec<InventoryEntry>>,
+    pub notes: Vec<String>,
+}
+
+pub fn freeze(root_arg: &Path, opts: &FreezeOptions) -> Result<FreezeReport> {
+    let root = fsutil::absolute_lexical(root_arg)?;
+    if !root.is_dir() {
+        bail!("{}: not a directory", root_arg.display());
+    }
+    let root_real = std::fs::canonicalize(&root)
+        .with_context(|| format!("{}: cannot resolve", root.display()))?;
+    let root_s = root.to_string_lossy().into_owned();
+    let root_real_s = root_real.to_string_lossy().into_owned();
+
+    let map_path = map::map_path(&root);
+    let previous = if map_path.exists() {
+        Some(map::load(&map_path)?)
+    } else {
+        None
+    };
+
+    let found = scripts::find(&root, previous.as_ref())?;
+    if found.is_empty() && previous.is_none() {
+        bail!(
+            "{}: no Python scripts in bin/; is this a built buildout or virtualenv?",
+            root.display()
+        );
+    }
+
+    let mut map = match &previous {
+        Some(prev) => prev.clone(),
+        None => new_map(&root_s, &root_real_s, &found, opts)?,
+    };
+    map.bbrun_version = env!("CARGO_PKG_VERSION").to_string();
+    map.scripts = found.iter().map(|f| f.script.clone()).collect();
+
+    // Everything the tree knows as "inside": the current root and every
+    // root it was built or relocated at.
+    let mut inside: Vec<String> = map.old_roots().iter().map(|s| s.to_string()).collect();
+    inside.push(root_s.clone());
+    inside.push(root_real_s.clone());
+    let is_inside = |p: &str| {
+        inside
+            .iter()
+            .any(|r| fsutil::relative_inside(p, r).is_some())
+    };
+
+    let stdlib = interpreter_stdlib(&map.interpreter);
+    let mut external: Vec<String> = Vec::new();
+    let mut outside_literals: Vec<String> = Vec::new();
+    for f in &found {
+        for p in &f.sys_path {
+            if !is_inside(p)
+                && !stdlib
+                    .iter()
+                    .any(|s| fsutil::relative_inside(p, s).is_some())
+            {
+                external.push(p.clone());
+            }
+        }
+        outside_literals.extend(f.other_paths.iter().filter(|p| !is_inside(p)).cloned());
+    }
+    external.extend(
+        develop_egg_links(&root)
+            .into_iter()
+            .filter(|p| !is_inside(p)),
+    );
+    // Already collected earlier: the scripts still name the original path.
+    external.retain(|p| {
+        !map.prefixes
+            .iter()
+            .any(|c| fsutil::relative_inside(p, &c.original).is_some())
+    });
+    let external = collect::outermost(external);
+    let missing: Vec<&String> = external.iter().filter(|p| !Path::new(p).exists()).collect();
+    if !missing.is_empty() {
+        bail!(
+            "{}: scripts need paths outside the tree that do not exist here: {}; freeze on the build machine, where they exist",
+            root.display(),
+            missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+        );
+    }
+    if opts.no_collect && !external.is_empty() {
+        bail!(
+            "{}: scripts need paths outside the tree and --no-collect was given: {}",
+            root.display(),
+            external.join(", ")
+        );
+    }
+    let planned = collect::plan(&external, &map.prefixes);
+    if !opts.dry_run {
+        for p in &planned {
+            collect::copy_into_tree(Path::new(&p.original), &root.join(&p.in_tree))?;
+        }
+    }
+    map.prefixes.extend(planned.iter().cloned());
+
+    let native = native::freeze_native(&root, &mut map, &opts.native, opts.dry_run)?;
+
+    let mut needles: Vec<String> = map.old_roots().iter().map(|s| s.to_string()).collect();
+    needles.extend(map.prefixes.iter().map(|p| p.original.clone()));
+    let script_set: HashSet<String> = map.scripts.iter().map(|s| s.path.clone()).collect();
+    let mut entries = scan::scan(&root, &needles, &script_set)?;
+    // The ELF pass knows better what it did to native files.
+    for n in &native.entries {
+        entries.retain(|e| e.path != n.path);
+        entries.push(n.clone());
+    }
+    entries.sort();
+
+    if !opts.dry_run {
+        shim::write_into(&shim::tree_dir(&root))?;
+        map::save_inventory(
+            &map::inventory_path(&root),
+            &Inventory {
+                files: entries.clone(),
+            },
+        )?;
+        map::save(&map_path, &map)?;
+    }
+
+    let mut files: BTreeMap<String, Vec<InventoryEntry>> = BTreeMap::new();
+    for e in entries {
+        files.entry(kind_name(e.kind)).or_default().push(e);
+    }
+    outside_literals.sort();
+    outside_literals.dedup();
+    Ok(FreezeReport {
+        root: root_s,
+        map: map_path.to_string_lossy().into_owned(),
+        dry_run: opts.dry_run,
+        interpreter: map.interpreter.path.clone(),
+        scripts: map.scripts.iter().map(|s| s.path.clone()).collect(),
+        collected: planned,
+        outside_literals,
+        files,
+        notes: native.notes,
+    })
+}
+
+fn kind_name(kind: map::FileKind) -> String {
+    serde_json::to_value(kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// A first map for a tree never frozen before: probe the build interpreter.
+fn new_map(
+    root: &str,
+    root_real: &str,
+    found: &[scripts::FoundScript],
+    opts: &FreezeOptions,
+) -> Result<RelocationMap> {
+    let python = match &opts.python {
+        Some(p) => p.to_string_lossy().into_owned(),
+        None => most_common_interpreter(found).with_context(|| {
+            format!("{root}: cannot tell the build interpreter from bin/ scripts; pass --python")
+        })?,
+    };
+    if !Path::new(&python).exists() {
+        bail!(
+            "{python}: the build interpreter named by the scripts does not exist; freeze on the build machine or pass --python"
+        );
+    }
+    let probe = interp::probe_uncached(Path::new(&python))?;
+    let mut candidates = Vec::new();
+    if !probe.base_executable.is_empty() && probe.base_executable != python {
+        candidates.push(probe.base_executable.clone());
+    }
+    Ok(RelocationMap {
+        format: map::FORMAT_VERSION,
+        bbrun_version: env!("CARGO_PKG_VERSION").to_string(),
+        build: BuildRoot {
+            root: root.to_string(),
+            root_realpath: root_real.to_string(),
+            previous_roots: vec![],
+            files_root: None,
+        },
+        interpreter: Interpreter {
+            path: python,
+            implementation: probe.implementation,
+            version: probe.version,
+            major_minor: probe.major_minor,
+            cache_tag: probe.cache_tag,
+            soabi: probe.soabi,
+            platform: probe.platform,
+            candidates,
+            bundled: None,
+        },
+        scripts: vec![],
+        prefixes: vec![],
+    })
+}
+
+fn most_common_interpreter(found: &[scripts::FoundScript]) -> Option<String> {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for f in found {
+        if let Some(s) = crate::shebang::parse(&f.script.shebang) {
+            if s.interpreter.starts_with('/') {
+                *counts.entry(s.interpreter).or_default() += 1;
+            }
+        }
+    }
+    counts.into_iter().max_by_key(|(_, n)| *n).map(|(p, _)| p)
+}
+
+/// The interpreter's own standard library directories: any compatible
+/// interpreter brings its own, so scripts naming them need no copy.
+fn interpreter_stdlib(want: &Interpreter) -> Vec<String> {
+    let code =
+        "import sysconfig; p = sysconfig.get_paths(); print(p['stdlib']); print(p['platstdlib'])";
+    std::process::Command::new(&want.path)
+        .args(["-S", "-E", "-s", "-c", code])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Targets of `develop-eggs/*.egg-link` files (first line: the project dir).
+fn develop_egg_links(root: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(root.join("develop-eggs")) else {
+        return vec![];
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".egg-link"))
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .filter_map(|t| t.lines().next().map(|l| l.trim().to_string()))
+        .filter(|l| l.starts_with('/'))
+        .collect()
+}

@@ -1,0 +1,158 @@
+//! Reading buildout-generated scripts: which are Python, what their first
+//! line says, and which absolute paths their `sys.path[0:0] = [...]` block
+//! names.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::map::{RelocationMap, Script};
+use crate::shebang;
+
+/// Directories whose executables are scripts a user runs.
+pub const SCRIPT_DIRS: &[&str] = &["bin"];
+
+/// A script found in the tree.
+#[derive(Debug)]
+pub struct FoundScript {
+    pub script: Script,
+    /// Absolute paths from the script's `sys.path` assignment.
+    pub sys_path: Vec<String>,
+    /// Other absolute path literals in the body.
+    pub other_paths: Vec<String>,
+}
+
+/// Find the Python scripts under the tree's script dirs. A script whose
+/// first line already names the launcher keeps the shebang the previous
+/// map recorded for it.
+pub fn find(root: &Path, previous: Option<&RelocationMap>) -> Result<Vec<FoundScript>> {
+    let mut out = Vec::new();
+    for dir in SCRIPT_DIRS {
+        let dir = root.join(dir);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        paths.sort();
+        for path in paths {
+            if !path.is_file() {
+                continue;
+            }
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("{}: cannot read", path.display()))?;
+            let (first, body) = shebang::split_first_line(&bytes);
+            let first = String::from_utf8_lossy(first)
+                .trim_end_matches('\r')
+                .to_string();
+            let Some(parsed) = shebang::parse(&first) else {
+                continue;
+            };
+            let rel = path
+                .strip_prefix(root)
+                .unwrap_or(&path)
+                .to_string_lossy()
+                .into_owned();
+            let (line, options) = if shebang::is_launcher(&parsed.interpreter) {
+                match previous.and_then(|m| m.script(&rel)) {
+                    Some(s) => (s.shebang.clone(), s.options.clone()),
+                    None => continue,
+                }
+            } else if shebang::is_python(&parsed.interpreter) {
+                (first.clone(), parsed.options)
+            } else {
+                continue;
+            };
+            let text = String::from_utf8_lossy(body);
+            let (sys_path, other_paths) = path_literals(&text);
+            out.push(FoundScript {
+                script: Script {
+                    path: rel,
+                    shebang: line,
+                    options,
+                    body_sha256: crate::fsutil::sha256_hex(body),
+                },
+                sys_path,
+                other_paths,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Absolute path literals in a script body, split into those inside a
+/// `sys.path[...] = [` ... `]` block and the rest.
+pub fn path_literals(body: &str) -> (Vec<String>, Vec<String>) {
+    let mut sys_path = Vec::new();
+    let mut other = Vec::new();
+    let mut in_block = false;
+    for line in body.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("sys.path[") && trimmed.contains('=') {
+            in_block = true;
+        }
+        for lit in string_literals(line) {
+            if lit.starts_with('/') {
+                if in_block {
+                    sys_path.push(lit);
+                } else {
+                    other.push(lit);
+                }
+            }
+        }
+        if in_block && trimmed.contains(']') && !trimmed.starts_with("sys.path[") {
+            in_block = false;
+        } else if in_block && trimmed.starts_with("sys.path[") && trimmed.trim_end().ends_with(']')
+        {
+            in_block = false;
+        }
+    }
+    (sys_path, other)
+}
+
+/// Simple quoted literals on one line (no escapes, no triple quotes): what
+/// buildout writes for paths.
+fn string_literals(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut chars = line.char_indices();
+    while let Some((i, c)) = chars.next() {
+        if c == '#' {
+            break;
+        }
+        if c == '\'' || c == '"' {
+            let rest = &line[i + 1..];
+            if let Some(end) = rest.find(c) {
+                let lit = &rest[..end];
+                if !lit.contains('\\') {
+                    out.push(lit.to_string());
+                }
+                // Skip past the closing quote.
+                for _ in 0..=lit.chars().count() {
+                    chars.next();
+                }
+            } else {
+                break;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_sys_path_block_from_other_literals() {
+        let body = "\nimport sys\nsys.path[0:0] = [\n  '/b/eggs/a.egg',\n  \"/venv/site-packages\",\n  ]\n\nimport app.main\nsys.argv[1:1] = ['-C', '/b/parts/etc/zope.conf']  # '/not/this'\n";
+        let (sp, other) = path_literals(body);
+        assert_eq!(sp, vec!["/b/eggs/a.egg", "/venv/site-packages"]);
+        assert_eq!(other, vec!["/b/parts/etc/zope.conf"]);
+    }
+
+    #[test]
+    fn one_line_sys_path_block() {
+        let (sp, other) = path_literals("sys.path[0:0] = ['/a']\nx = '/b'\n");
+        assert_eq!(sp, vec!["/a"]);
+        assert_eq!(other, vec!["/b"]);
+    }
+}

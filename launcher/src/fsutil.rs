@@ -1,0 +1,259 @@
+//! Small filesystem helpers shared by every command: atomic writes, hashing
+//! and lexical path arithmetic.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+
+/// Write `bytes` to `path` so that readers see either the old file or the
+/// whole new one: write a temp file beside it, fsync, rename, fsync the dir.
+/// An existing file keeps its owner; `mode` applies to new files only.
+pub fn atomic_write(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    let existing = fs::symlink_metadata(path).ok();
+    let mode = existing
+        .as_ref()
+        .map(|m| m.permissions().mode() & 0o7777)
+        .unwrap_or(mode);
+    let dir = parent_dir(path);
+    let tmp = temp_sibling(path);
+    let result = (|| -> Result<()> {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+            .with_context(|| format!("{}: cannot create temporary file", tmp.display()))?;
+        f.write_all(bytes)
+            .and_then(|_| f.sync_all())
+            .with_context(|| format!("{}: cannot write", tmp.display()))?;
+        // The umask may have narrowed the mode; set it exactly.
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))
+            .with_context(|| format!("{}: cannot set mode", tmp.display()))?;
+        if let Some(m) = &existing {
+            // Keep ownership when we can (root rewriting a user's tree);
+            // a non-root user cannot chown and owns the file already.
+            let _ = std::os::unix::fs::lchown(&tmp, Some(m.uid()), Some(m.gid()));
+        }
+        fs::rename(&tmp, path).with_context(|| format!("{}: cannot replace", path.display()))?;
+        sync_dir(dir);
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// `dir/.name.bbrun-tmp.PID`: beside the target so rename stays on one
+/// filesystem, hidden, and unique per process.
+pub fn temp_sibling(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    parent_dir(path).join(format!(".{name}.bbrun-tmp.{}", std::process::id()))
+}
+
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// fsync a directory so a rename in it survives a crash. Best effort: some
+/// filesystems refuse fsync on directories.
+pub fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut f = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("{}: cannot read", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// Make `path` absolute against the current directory and drop `.` and `..`
+/// lexically, without resolving symlinks: the launcher must keep the path
+/// the user typed (a symlinked deploy dir stays symlinked in `sys.path`).
+pub fn absolute_lexical(path: &Path) -> Result<PathBuf> {
+    let joined = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .context("cannot read the current directory")?
+            .join(path)
+    };
+    Ok(normalize(&joined))
+}
+
+/// Drop `.` and resolve `..` lexically.
+pub fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+/// `path` relative to `base` when it lies inside it.
+pub fn relative_inside(path: &str, base: &str) -> Option<String> {
+    let base = base.trim_end_matches('/');
+    if path == base {
+        return Some(String::new());
+    }
+    path.strip_prefix(base)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .map(str::to_string)
+}
+
+/// Replace `old` with `new` wherever `old` stands as a whole path prefix:
+/// followed by `/`, a quote, whitespace, or the end. A plain replace would
+/// also turn `/srv/app2` into `/opt/x2` when relocating `/srv/app`.
+pub fn replace_path_prefix(text: &[u8], old: &[u8], new: &[u8]) -> Option<Vec<u8>> {
+    if old.is_empty() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(text.len());
+    let mut rest = text;
+    let mut changed = false;
+    while let Some(i) = find(rest, old) {
+        let after = rest.get(i + old.len()).copied();
+        let boundary = matches!(
+            after,
+            None | Some(
+                b'/' | b'\''
+                    | b'"'
+                    | b' '
+                    | b'\t'
+                    | b'\n'
+                    | b'\r'
+                    | b':'
+                    | b';'
+                    | b','
+                    | b'='
+                    | b')'
+                    | b']'
+            )
+        );
+        out.extend_from_slice(&rest[..i]);
+        if boundary {
+            out.extend_from_slice(new);
+            changed = true;
+        } else {
+            out.extend_from_slice(old);
+        }
+        rest = &rest[i + old.len()..];
+    }
+    out.extend_from_slice(rest);
+    changed.then_some(out)
+}
+
+/// First index of `needle` in `haystack`.
+pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() || needle.len() > haystack.len() {
+        return None;
+    }
+    let first = needle[0];
+    let last_start = haystack.len() - needle.len();
+    let mut i = 0;
+    while i <= last_start {
+        match haystack[i..=last_start].iter().position(|&b| b == first) {
+            Some(p) => {
+                i += p;
+                if &haystack[i..i + needle.len()] == needle {
+                    return Some(i);
+                }
+                i += 1;
+            }
+            None => return None,
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_and_keeps_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        fs::write(&p, b"old").unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+        atomic_write(&p, b"new", 0o644).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"new");
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o755
+        );
+        let leftovers: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(leftovers.len(), 1);
+    }
+
+    #[test]
+    fn atomic_write_into_missing_dir_fails_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = atomic_write(&dir.path().join("no/such/f"), b"x", 0o644).unwrap_err();
+        assert!(format!("{err:#}").contains("cannot create temporary file"));
+    }
+
+    #[test]
+    fn prefix_replacement_respects_boundaries() {
+        let text = b"'/srv/app/eggs', '/srv/app2/x', \"/srv/app\"\n/srv/app";
+        let out = replace_path_prefix(text, b"/srv/app", b"/opt/b").unwrap();
+        assert_eq!(
+            out,
+            b"'/opt/b/eggs', '/srv/app2/x', \"/opt/b\"\n/opt/b".to_vec()
+        );
+        assert!(replace_path_prefix(b"/srv/apple", b"/srv/app", b"/x").is_none());
+    }
+
+    #[test]
+    fn relative_inside_only_for_descendants() {
+        assert_eq!(relative_inside("/a/b/c", "/a/b").as_deref(), Some("c"));
+        assert_eq!(relative_inside("/a/bc", "/a/b"), None);
+        assert_eq!(relative_inside("/a/b", "/a/b/").as_deref(), Some(""));
+    }
+
+    #[test]
+    fn normalize_is_lexical() {
+        assert_eq!(normalize(Path::new("/a/./b/../c")), PathBuf::from("/a/c"));
+    }
+}

@@ -1,0 +1,137 @@
+//! Running a script of a frozen tree: find the tree, pick an interpreter,
+//! exec it with the shim. Exec, never a child: signals, exit codes and the
+//! terminal belong to the Python process, with the same PID.
+
+use std::ffi::{CString, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::fsutil;
+use crate::interp::{self, ProbeCache};
+use crate::shebang;
+use crate::shim;
+use crate::tree::FrozenTree;
+
+/// Everything needed to exec; built separately from the exec so tests and
+/// `--print` can inspect it.
+#[derive(Debug)]
+pub struct LaunchPlan {
+    pub python: PathBuf,
+    pub argv: Vec<OsString>,
+    /// Environment variables to set (the rest is inherited).
+    pub env: Vec<(OsString, OsString)>,
+}
+
+/// Plan the launch of `script` (as typed by the user or passed by the
+/// kernel) with `args`.
+pub fn plan(script: &Path, args: &[OsString]) -> Result<LaunchPlan> {
+    let abs = fsutil::absolute_lexical(script)?;
+    if !abs.is_file() {
+        bail!("{}: no such script", script.display());
+    }
+    let tree = FrozenTree::containing(&abs)?;
+    let rel = abs
+        .strip_prefix(&tree.root)
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    refuse_unrelocated_buildout(&tree, &abs, &rel)?;
+
+    let options = match tree.map.script(&rel) {
+        Some(s) => s.options.clone(),
+        None => shebang::read_first_line(&abs)
+            .ok()
+            .and_then(|l| shebang::parse(&l))
+            .filter(|s| !shebang::is_launcher(&s.interpreter))
+            .map(|s| s.options)
+            .unwrap_or_default(),
+    };
+
+    let mut cache = ProbeCache::load();
+    let python = interp::find_compatible(&tree.root, &tree.map.interpreter, &mut cache)?;
+    cache.save();
+
+    let shim_dir = shim::ensure_dir(&tree.root)?;
+    let mut argv: Vec<OsString> = vec![python.clone().into()];
+    argv.extend(options.into_iter().map(OsString::from));
+    argv.push("-c".into());
+    argv.push(shim::boot_code(&shim_dir).into());
+    argv.push(script.as_os_str().to_owned());
+    argv.extend(args.iter().cloned());
+
+    let pathmap: String = tree
+        .path_mapping()
+        .iter()
+        .map(|(old, new)| format!("{old}\t{new}\n"))
+        .collect();
+    let mut pythonpath = shim_dir.as_os_str().to_owned();
+    if let Some(existing) = std::env::var_os("PYTHONPATH").filter(|p| !p.is_empty()) {
+        // A nested launch (a script of one tree running another's) must
+        // not pile up shim directories.
+        let kept: Vec<PathBuf> = std::env::split_paths(&existing)
+            .filter(|p| !p.join("bbrun_shim.py").exists())
+            .collect();
+        if !kept.is_empty() {
+            pythonpath.push(":");
+            pythonpath.push(std::env::join_paths(kept).unwrap_or_default());
+        }
+    }
+    Ok(LaunchPlan {
+        python,
+        argv,
+        env: vec![
+            ("BBRUN_PATHMAP".into(), pathmap.into()),
+            ("BBRUN_ROOT".into(), tree.root.clone().into()),
+            ("PYTHONPATH".into(), pythonpath),
+        ],
+    })
+}
+
+/// Replace this process with the planned interpreter.
+pub fn exec(plan: LaunchPlan) -> Result<i32> {
+    for (k, v) in &plan.env {
+        std::env::set_var(k, v);
+    }
+    let path = cstring(plan.python.as_os_str())?;
+    let argv: Vec<CString> = plan
+        .argv
+        .iter()
+        .map(|a| cstring(a))
+        .collect::<Result<_>>()?;
+    let err = nix::unistd::execv(&path, &argv).unwrap_err();
+    Err(err).with_context(|| format!("{}: cannot execute", plan.python.display()))
+}
+
+fn cstring(s: &std::ffi::OsStr) -> Result<CString> {
+    CString::new(s.as_bytes()).context("argument contains a NUL byte")
+}
+
+/// zc.buildout re-run where `.installed.cfg` names another root would
+/// uninstall the parts at the old paths (deleting a copy that still lives
+/// there) and rebuild everything. Refuse until `bbrun relocate` rewrote it.
+fn refuse_unrelocated_buildout(tree: &FrozenTree, abs: &Path, rel: &str) -> Result<()> {
+    if !is_buildout_script(abs, rel) {
+        return Ok(());
+    }
+    let here = tree.root.to_string_lossy();
+    let files_root = tree.map.files_root();
+    let installed = tree.root.join(".installed.cfg");
+    if installed.exists() && files_root != here {
+        bail!(
+            "{}: names the tree's old root {files_root}; a buildout run now would uninstall parts there and rebuild them here. Run `bbrun relocate {here}` first",
+            installed.display()
+        );
+    }
+    Ok(())
+}
+
+fn is_buildout_script(abs: &Path, rel: &str) -> bool {
+    if rel == "bin/buildout" {
+        return true;
+    }
+    // Any other name that runs zc.buildout's main.
+    std::fs::read(abs)
+        .map(|b| b.len() < 64 * 1024 && fsutil::find(&b, b"zc.buildout.buildout.main()").is_some())
+        .unwrap_or(false)
+}

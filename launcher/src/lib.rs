@@ -1,0 +1,19 @@
+//! bbrun: relocate an already-built Python application tree (a zc.buildout
+//! buildout or a virtualenv) so it runs from any prefix.
+//!
+//! The library is split by idea: [`map`] is the relocation map on disk,
+//! [`freeze`] writes it, [`launch`] reads it and execs the interpreter with
+//! the [`shim`], [`interp`] finds a compatible interpreter, [`shebang`]
+//! points script first lines at the launcher.
+
+pub mod cli;
+pub mod commands;
+pub mod freeze;
+pub mod fsutil;
+pub mod interp;
+pub mod launch;
+pub mod map;
+pub mod native;
+pub mod shebang;
+pub mod shim;
+pub mod tree;

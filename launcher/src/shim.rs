@@ -1,0 +1,133 @@
+//! The Python-side bootstrap, embedded so the launcher is one file.
+//!
+//! `bbrun freeze` writes the shim into the tree (`.bbrun/shim/`). At launch
+//! the tree's copy is used when it matches this binary's; otherwise (a tree
+//! frozen by another bbrun version, or a read-only tree missing it) a copy
+//! in the per-user cache is used, so the launcher never writes into a tree.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::fsutil;
+use crate::map::STATE_DIR;
+
+pub const SHIM_MODULE: &str = include_str!("../../shim/bbrun_shim.py");
+pub const SITECUSTOMIZE: &str = include_str!("../../shim/sitecustomize.py");
+
+/// The files of the shim directory, by name.
+pub const FILES: [(&str, &str); 2] = [
+    ("bbrun_shim.py", SHIM_MODULE),
+    ("sitecustomize.py", SITECUSTOMIZE),
+];
+
+/// Code the interpreter runs with `-c`. The shim's directory is put on
+/// sys.path explicitly too, so `-E`/`-I` in a shebang (which ignore
+/// PYTHONPATH) still find it.
+pub fn boot_code(shim_dir: &Path) -> String {
+    format!(
+        "import sys; sys.path.insert(0, {}); import bbrun_shim; bbrun_shim.run_main()",
+        python_str_literal(&shim_dir.to_string_lossy())
+    )
+}
+
+/// `ROOT/.bbrun/shim`.
+pub fn tree_dir(root: &Path) -> PathBuf {
+    root.join(STATE_DIR).join("shim")
+}
+
+/// Write the shim into a tree (freeze, install).
+pub fn write_into(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+    for (name, text) in FILES {
+        let path = dir.join(name);
+        if std::fs::read(&path).ok().as_deref() != Some(text.as_bytes()) {
+            fsutil::atomic_write(&path, text.as_bytes(), 0o644)?;
+        }
+    }
+    Ok(())
+}
+
+/// A directory holding this binary's shim: the tree's own when it is
+/// current, else a per-user cache copy named by content hash.
+pub fn ensure_dir(root: &Path) -> Result<PathBuf> {
+    let tree = tree_dir(root);
+    if is_current(&tree) {
+        return Ok(tree);
+    }
+    let base = crate::interp::ProbeCache::default_location()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("bbrun-{}", nix::unistd::getuid())));
+    let dir = base.join(format!("shim-{:016x}", content_hash()));
+    if !is_current(&dir) {
+        write_into(&dir).with_context(|| {
+            format!(
+                "{}: shim is missing or from another bbrun version, and no cache directory is writable; run `bbrun freeze` again",
+                tree.display()
+            )
+        })?;
+    }
+    Ok(dir)
+}
+
+fn is_current(dir: &Path) -> bool {
+    FILES.iter().all(|(name, text)| {
+        let path = dir.join(name);
+        // Size first: a stat is cheaper than a read for the common mismatch.
+        std::fs::metadata(&path)
+            .map(|m| m.len() as usize == text.len())
+            .unwrap_or(false)
+            && std::fs::read(&path)
+                .map(|b| b == text.as_bytes())
+                .unwrap_or(false)
+    })
+}
+
+/// FNV-1a over the shim files: cheap, and only has to tell versions apart.
+fn content_hash() -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for (_, text) in FILES {
+        for b in text.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x100000001b3);
+        }
+    }
+    h
+}
+
+/// A Python string literal for `s` (repr-style, always single-quoted).
+pub fn python_str_literal(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('\'');
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("\\'"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literal_escapes_quotes_and_backslashes() {
+        assert_eq!(python_str_literal("a'b\\c"), "'a\\'b\\\\c'");
+    }
+
+    #[test]
+    fn write_then_current() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(!is_current(d.path()));
+        write_into(d.path()).unwrap();
+        assert!(is_current(d.path()));
+        std::fs::write(d.path().join("bbrun_shim.py"), "x").unwrap();
+        assert!(!is_current(d.path()));
+    }
+}

@@ -1,0 +1,83 @@
+//! Finding the frozen tree a script belongs to, the way git finds `.git`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+
+use crate::map::{self, RelocationMap};
+
+/// A frozen tree at its current location.
+#[derive(Debug)]
+pub struct FrozenTree {
+    /// The root as reached (lexical, symlinks kept).
+    pub root: PathBuf,
+    pub map: RelocationMap,
+}
+
+impl FrozenTree {
+    /// Load the tree rooted at `root` (which must hold `.bbrun/map.toml`).
+    pub fn open(root: &Path) -> Result<FrozenTree> {
+        let map_path = map::map_path(root);
+        if !map_path.exists() {
+            bail!(
+                "{}: no relocation map; run `bbrun freeze {}` first",
+                map_path.display(),
+                root.display()
+            );
+        }
+        Ok(FrozenTree {
+            root: root.to_path_buf(),
+            map: map::load(&map_path)?,
+        })
+    }
+
+    /// The tree that holds `path`: walk up from its directory until a
+    /// `.bbrun/map.toml` is found.
+    pub fn containing(path: &Path) -> Result<FrozenTree> {
+        match find_root(path) {
+            Some(root) => FrozenTree::open(&root),
+            None => bail!(
+                "{}: not inside a frozen tree (no {}/{} in any parent directory); run `bbrun freeze ROOT` on the tree first",
+                path.display(),
+                map::STATE_DIR,
+                map::MAP_FILE
+            ),
+        }
+    }
+
+    /// `(old, new)` pairs the shim applies, longest old path first.
+    pub fn path_mapping(&self) -> Vec<(String, String)> {
+        let new_root = self.root.to_string_lossy().into_owned();
+        let mut pairs: Vec<(String, String)> = self
+            .map
+            .prefixes
+            .iter()
+            .map(|p| (p.original.clone(), format!("{new_root}/{}", p.in_tree)))
+            .collect();
+        for old in self.map.old_roots() {
+            if old != new_root {
+                pairs.push((old.to_string(), new_root.clone()));
+            }
+        }
+        pairs.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
+        pairs.dedup_by(|a, b| a.0 == b.0);
+        pairs
+    }
+}
+
+/// Walk up from `path` (a file or directory, absolute) to the nearest
+/// directory holding `.bbrun/map.toml`.
+pub fn find_root(path: &Path) -> Option<PathBuf> {
+    let mut dir = if path.is_dir() {
+        Some(path)
+    } else {
+        path.parent()
+    };
+    while let Some(d) = dir {
+        if map::map_path(d).is_file() {
+            return Some(d.to_path_buf());
+        }
+        dir = d.parent();
+    }
+    None
+}
