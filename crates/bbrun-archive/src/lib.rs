@@ -1,0 +1,2 @@
+//! Archives and system packages of a frozen tree: reproducible tar.zst /
+//! tar.gz, .deb and .rpm writers, the manifest, and safe unpacking. (To be written.)

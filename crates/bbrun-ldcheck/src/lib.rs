@@ -1,0 +1,1 @@
+//! Emulating the dynamic loader's library search on this machine. (To be written.)
