@@ -6,6 +6,7 @@
 //! the [`shim`], [`interp`] finds a compatible interpreter, [`shebang`]
 //! points script first lines at the launcher.
 
+pub mod bundle;
 pub mod cli;
 pub mod commands;
 pub mod freeze;
@@ -14,6 +15,8 @@ pub mod interp;
 pub mod launch;
 pub mod map;
 pub mod native;
+pub mod relocate;
 pub mod shebang;
 pub mod shim;
 pub mod tree;
+pub mod vendor;

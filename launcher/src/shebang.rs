@@ -99,7 +99,8 @@ pub fn launcher_line(launcher: Option<&Path>) -> String {
     match launcher {
         Some(p) => {
             let line = format!("#!{}", p.display());
-            if line.len() + 1 <= MAX_SHEBANG_LEN && !line.contains(char::is_whitespace) {
+            // +1 for the newline.
+            if line.len() < MAX_SHEBANG_LEN && !line.contains(char::is_whitespace) {
                 line
             } else {
                 ENV_SHEBANG.to_string()

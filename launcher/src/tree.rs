@@ -47,21 +47,7 @@ impl FrozenTree {
 
     /// `(old, new)` pairs the shim applies, longest old path first.
     pub fn path_mapping(&self) -> Vec<(String, String)> {
-        let new_root = self.root.to_string_lossy().into_owned();
-        let mut pairs: Vec<(String, String)> = self
-            .map
-            .prefixes
-            .iter()
-            .map(|p| (p.original.clone(), format!("{new_root}/{}", p.in_tree)))
-            .collect();
-        for old in self.map.old_roots() {
-            if old != new_root {
-                pairs.push((old.to_string(), new_root.clone()));
-            }
-        }
-        pairs.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
-        pairs.dedup_by(|a, b| a.0 == b.0);
-        pairs
+        crate::relocate::rewrite_pairs(&self.map, &self.root.to_string_lossy())
     }
 }
 

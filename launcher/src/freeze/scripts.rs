@@ -99,9 +99,11 @@ pub fn path_literals(body: &str) -> (Vec<String>, Vec<String>) {
                 }
             }
         }
-        if in_block && trimmed.contains(']') && !trimmed.starts_with("sys.path[") {
-            in_block = false;
-        } else if in_block && trimmed.starts_with("sys.path[") && trimmed.trim_end().ends_with(']')
+        // The block ends at the line holding `]`: either its own closing
+        // line or a one-line `sys.path[0:0] = ['/a']`.
+        let opener = trimmed.starts_with("sys.path[");
+        if in_block
+            && ((!opener && trimmed.contains(']')) || (opener && trimmed.trim_end().ends_with(']')))
         {
             in_block = false;
         }
