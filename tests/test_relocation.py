@@ -1,14 +1,328 @@
-"""The acid test of relocation: build at A, freeze, move to B (A gone), run."""
+"""The acid test of relocation: build at A, freeze, move to B (A gone, the
+build venv gone), run every script there, via bbrun and directly."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
-from conftest import copy_tree, run
+import pytest
+
+from conftest import base_python, copy_tree, run
 
 
-def test_moved_script_runs_from_new_root(frozen_sample, bbrun, tmp_path):
-    b = copy_tree(frozen_sample["pristine"], tmp_path / "b")
-    out = json.loads(run([bbrun, b / "bin" / "demo", "x"]).stdout)
-    assert out["btrees"].startswith(str(b) + "/")
-    assert out["demoapp"].startswith(str(b) + "/")
+def demo(bbrun, root, *args, direct=False, **kw):
+    cmd = [root / "bin" / "demo", *args] if direct else [bbrun, root / "bin" / "demo", *args]
+    return json.loads(run(cmd, **kw).stdout)
+
+
+def assert_under(path, root):
+    assert str(path).startswith(str(root) + "/"), "%s is not under %s" % (path, root)
+
+
+@pytest.fixture
+def moved(frozen_sample, tmp_path):
+    """A fresh copy of the frozen sample at a short path B."""
+    return copy_tree(frozen_sample["pristine"], tmp_path / "b")
+
+
+def test_build_and_interpreter_are_gone(frozen_sample):
+    assert not frozen_sample["build_root"].exists()
+    assert not frozen_sample["venv"].exists()
+
+
+def test_console_script_runs_from_new_root(moved, bbrun):
+    out = demo(bbrun, moved, "x")
+    assert_under(out["btrees"], moved)
+    assert_under(out["demoapp"], moved)  # the develop egg
+    assert_under(out["zope_interface_c"], moved)  # a compiled extension
     assert out["keys"] == ["a", "b"]
-    assert out["argv"] == [str(b / "bin" / "demo"), "x"]
+    assert out["argv"] == [str(moved / "bin" / "demo"), "x"]
+
+
+def test_scripts_stay_byte_for_byte(moved, frozen_sample, bbrun):
+    before = {p.name: p.read_bytes() for p in (moved / "bin").iterdir()}
+    demo(bbrun, moved)
+    assert {p.name: p.read_bytes() for p in (moved / "bin").iterdir()} == before
+    # And they still name the old build root: the shim maps, nothing rewrote.
+    assert str(frozen_sample["build_root"]).encode() in before["demo"]
+
+
+def test_relative_script_path_and_argv0(moved, bbrun):
+    out = json.loads(run([bbrun, "bin/demo", "--flag"], cwd=moved).stdout)
+    assert out["argv"] == ["bin/demo", "--flag"]
+    assert_under(out["btrees"], moved)
+
+
+def test_interpreter_script_c_m_and_file(moved, bbrun, tmp_path):
+    py = moved / "bin" / "py"
+    # buildout's interpreter script parses -c/-m itself (getopt); argv is
+    # what it leaves, as in place.
+    code = "import sys, BTrees; print(BTrees.__file__); print(sys.argv)"
+    lines = run([bbrun, py, "-c", code]).stdout.splitlines()
+    assert_under(lines[0], moved)
+    assert lines[1] == repr([str(py), "-c", code])
+
+    out = run([bbrun, py, "-m", "json.tool"], input='{"b": 1}').stdout
+    assert json.loads(out) == {"b": 1}
+
+    script = tmp_path / "user_script.py"
+    script.write_text("import sys, demoapp\nprint(__file__)\nprint(demoapp.__file__)\nprint(sys.argv)\n")
+    lines = run([bbrun, py, script, "q"]).stdout.splitlines()
+    assert lines[0] == str(script)
+    assert_under(lines[1], moved)
+    assert lines[2] == repr([str(script), "q"])
+
+
+def test_runtime_sys_path_additions_are_mapped(moved, frozen_sample, bbrun):
+    old_egg_dir = str(frozen_sample["build_root"] / "eggs" / "v5")
+    code = (
+        "import sys, os\n"
+        "sys.path.insert(0, %r)\n"
+        "print(sys.path[0])\n"
+        "import zope.interface\n"
+        "print(zope.interface.__file__)\n"
+    ) % (old_egg_dir + "/zope.interface-8.7-py3.11-linux-x86_64.egg",)
+    # The old path, added at run time, resolves under B.
+    lines = run([bbrun, moved / "bin" / "py", "-c", code]).stdout.splitlines()
+    assert_under(lines[0], moved)
+    assert_under(lines[1], moved)
+
+
+def test_subprocess_with_sys_executable_sees_mapping(moved, frozen_sample, bbrun):
+    old = str(frozen_sample["build_root"])
+    child = "import sys; sys.path[0:0] = [%r + '/src/demoapp']; import demoapp; print(demoapp.__file__)" % old
+    code = "import subprocess, sys; print(subprocess.check_output([sys.executable, '-c', %r], text=True).strip())" % child
+    out = run([bbrun, moved / "bin" / "py", "-c", code]).stdout.strip()
+    assert_under(out, moved)
+
+
+def test_traceback_shows_script_frames_only(moved, bbrun, tmp_path):
+    script = tmp_path / "boom.py"
+    script.write_text("def f():\n    raise ValueError('boom')\nf()\n")
+    proc = run([bbrun, moved / "bin" / "py", script], check=False)
+    assert proc.returncode == 1
+    assert "ValueError: boom" in proc.stderr
+    assert 'File "%s", line 2, in f' % script in proc.stderr
+    assert "bbrun_shim" not in proc.stderr
+    assert '"<string>"' not in proc.stderr
+
+
+def test_exit_code_and_stdin_pass_through(moved, bbrun):
+    proc = run([bbrun, moved / "bin" / "demo", "--exit", "7"], check=False)
+    assert proc.returncode == 7
+    out = run([bbrun, moved / "bin" / "py", "-c", "import sys; print(sys.stdin.read().upper())"], input="hello\n")
+    assert out.stdout.strip() == "HELLO"
+
+
+def test_signals_reach_python_in_the_same_process(moved, bbrun, tmp_path):
+    script = tmp_path / "wait.py"
+    script.write_text(
+        "import os, signal, sys, time\n"
+        "def bye(sig, frame):\n"
+        "    print('got', sig, flush=True); sys.exit(3)\n"
+        "signal.signal(signal.SIGTERM, bye)\n"
+        "print(os.getpid(), flush=True)\n"
+        "time.sleep(30)\n"
+    )
+    proc = subprocess.Popen([str(bbrun), str(moved / "bin" / "py"), str(script)], stdout=subprocess.PIPE, text=True)
+    pid = int(proc.stdout.readline())
+    assert pid == proc.pid  # exec, not a child process
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=20)
+    assert "got %d" % signal.SIGTERM in out
+    assert proc.returncode == 3
+
+    proc = subprocess.Popen([str(bbrun), str(moved / "bin" / "py"), str(script)], stdout=subprocess.PIPE, text=True)
+    proc.stdout.readline()
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=20)
+    assert proc.returncode == -signal.SIGINT  # KeyboardInterrupt, as python reports it
+
+
+def test_direct_execution_after_shebang(moved, bbrun):
+    bodies = {p.name: p.read_bytes().split(b"\n", 1)[1] for p in (moved / "bin").iterdir()}
+    report = json.loads(run([bbrun, "shebang", "--json", moved]).stdout)
+    assert {c["body_sha256_before"] for c in report} == {c["body_sha256_after"] for c in report}
+    for p in (moved / "bin").iterdir():
+        first, body = p.read_bytes().split(b"\n", 1)
+        assert first == b"#!" + str(bbrun).encode()
+        assert body == bodies[p.name]
+    out = demo(bbrun, moved, "d", direct=True)
+    assert_under(out["btrees"], moved)
+    assert out["argv"] == [str(moved / "bin" / "demo"), "d"]
+    out = run([moved / "bin" / "py", "-c", "import demoapp; print(demoapp.__file__)"]).stdout.strip()
+    assert_under(out, moved)
+
+    # Restore puts the recorded first lines back.
+    run([bbrun, "shebang", "--restore", moved])
+    assert (moved / "bin" / "demo").read_bytes().startswith(b"#!/")
+    assert b"bbrun" not in (moved / "bin" / "demo").read_bytes().split(b"\n", 1)[0]
+
+
+def test_env_shebang_and_long_launcher_path(moved, bbrun, tmp_path):
+    deep = tmp_path / ("x" * 60) / ("y" * 60) / "bbrun"
+    deep.parent.mkdir(parents=True)
+    os.symlink(bbrun, deep)
+    run([bbrun, "shebang", "--launcher", deep, moved])
+    assert (moved / "bin" / "demo").read_bytes().startswith(b"#!/usr/bin/env bbrun\n")
+    env = dict(os.environ, PATH="%s:%s" % (bbrun.parent, os.environ["PATH"]))
+    out = demo(bbrun, moved, direct=True, env=env)
+    assert_under(out["btrees"], moved)
+
+
+def test_moved_twice_and_two_copies_at_once(frozen_sample, bbrun, tmp_path):
+    b = copy_tree(frozen_sample["pristine"], tmp_path / "b")
+    c = tmp_path / "later" / "c"
+    c.parent.mkdir()
+    os.rename(b, c)
+    d = tmp_path / "d"
+    os.rename(c, d)
+    e = copy_tree(d, tmp_path / "e")
+    procs = [subprocess.Popen([str(bbrun), str(r / "bin" / "demo")], stdout=subprocess.PIPE, text=True) for r in (d, e)]
+    outs = [json.loads(p.communicate(timeout=60)[0]) for p in procs]
+    assert_under(outs[0]["btrees"], d)
+    assert_under(outs[1]["btrees"], e)
+
+
+def test_symlink_to_a_script_runs_in_its_tree(moved, bbrun, tmp_path):
+    link_dir = tmp_path / "usr-local-bin"
+    link_dir.mkdir()
+    os.symlink(moved / "bin" / "demo", link_dir / "demo")
+    out = json.loads(run([bbrun, link_dir / "demo"]).stdout)
+    assert_under(out["btrees"], moved)
+
+
+def test_buildout_script_refused_until_relocated(moved, bbrun):
+    proc = run([bbrun, moved / "bin" / "buildout"], check=False, cwd=moved)
+    assert proc.returncode != 0
+    assert "bbrun relocate" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    # Read-only invocations are fine and run zc.buildout from the tree.
+    out = run([bbrun, moved / "bin" / "buildout", "--version"], cwd=moved).stdout
+    assert "buildout" in out.lower()
+
+
+# --- errors: each one clear line and a non-zero exit ---------------------
+
+
+def one_line_error(proc, *needles):
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("bbrun: error: ")
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+def test_missing_map(moved, bbrun):
+    (moved / ".bbrun" / "map.toml").unlink()
+    one_line_error(run([bbrun, moved / "bin" / "demo"], check=False), "not inside a frozen tree", "bbrun freeze")
+
+
+def test_truncated_map(moved, bbrun):
+    m = moved / ".bbrun" / "map.toml"
+    text = m.read_text()
+    m.write_text(text[: text.index("[interpreter]")])
+    one_line_error(run([bbrun, moved / "bin" / "demo"], check=False), str(m), "incomplete relocation map")
+
+
+def test_invalid_toml_map(moved, bbrun):
+    m = moved / ".bbrun" / "map.toml"
+    m.write_text("format = 1\n[build\nroot = \n")
+    one_line_error(run([bbrun, moved / "bin" / "demo"], check=False), str(m), "not a valid relocation map")
+
+
+def test_script_outside_any_tree(bbrun, tmp_path):
+    s = tmp_path / "lonely"
+    s.write_text("#!/usr/bin/python3\nprint(1)\n")
+    one_line_error(run([bbrun, s], check=False), str(s), "not inside a frozen tree")
+
+
+def test_interpreter_of_wrong_minor_version(moved, bbrun, tmp_path):
+    m = moved / ".bbrun" / "map.toml"
+    mm = "%d.%d" % sys.version_info[:2]
+    other = "%d.%d" % (sys.version_info[0], sys.version_info[1] + 1)
+    m.write_text(m.read_text().replace('major_minor = "%s"' % mm, 'major_minor = "%s"' % other))
+    env = dict(os.environ, BBRUN_CACHE_DIR=str(tmp_path / "cache"))
+    proc = run([bbrun, moved / "bin" / "demo"], check=False, env=env)
+    one_line_error(proc, "no compatible Python found", "need cpython " + other, "need " + other)
+
+
+def test_explicit_interpreter_that_is_not_python(moved, bbrun, tmp_path):
+    env = dict(os.environ, BBRUN_PYTHON="/bin/true")
+    one_line_error(run([bbrun, moved / "bin" / "demo"], check=False, env=env), "no compatible Python found", "/bin/true")
+
+
+# --- freeze ----------------------------------------------------------------
+
+
+def test_freeze_report_and_map(frozen_sample):
+    report = frozen_sample["freeze_report"]
+    a = str(frozen_sample["build_root"])
+    assert report["root"] == a
+    assert sorted(report["scripts"]) == ["bin/buildout", "bin/demo", "bin/py"]
+    # The venv's site-packages (zc.buildout lives there) was collected.
+    assert [c["original"].endswith("site-packages") for c in report["collected"]] == [True]
+    kinds = report["files"]
+    assert [e["path"] for e in kinds["installed-cfg"]] == [".installed.cfg"]
+    assert [e["path"] for e in kinds["egg-link"]] == ["develop-eggs/demoapp.egg-link"]
+    assert kinds["editable-finder"][0]["action"] == "rewrite-on-relocate"
+    assert {e["path"] for e in kinds["script"]} == {"bin/buildout", "bin/demo", "bin/py"}
+    assert {e["action"] for e in kinds["script"]} == {"mapped-at-run-time"}
+
+
+def test_build_through_symlinked_path(dists, bbrun, tmp_path):
+    """buildout realpath()s egg locations but not the buildout directory:
+    a tree built through a symlink names both forms, and both must map."""
+    from conftest import build_buildout, make_venv
+
+    venv = tmp_path / "venv"
+    make_venv(venv, dists)
+    real = tmp_path / "real-build-dir"
+    real.mkdir()
+    link = tmp_path / "link"
+    os.symlink(real, link)
+    build_buildout(link / "bo", venv, dists)
+    report = json.loads(run([bbrun, "freeze", "--json", link / "bo"]).stdout)
+    assert report["root"] == str(link / "bo")
+    m = (real / "bo" / ".bbrun" / "map.toml").read_text()
+    assert 'root = "%s"' % (link / "bo") in m
+    assert 'root_realpath = "%s"' % (real / "bo") in m
+    script = (real / "bo" / "bin" / "demo").read_text()
+    dest = tmp_path / "moved"
+    os.rename(real / "bo", dest)
+    os.unlink(link)
+    os.rename(venv, tmp_path / "venv-gone")
+    out = demo(bbrun, dest)
+    assert_under(out["btrees"], dest)
+    assert_under(out["demoapp"], dest)
+    # Both spellings of the root were in the script, and both mapped.
+    assert str(real / "bo") in script or str(link / "bo") in script
+
+
+def test_freeze_twice_changes_nothing(moved, bbrun):
+    # The moved copy re-frozen: roots from the first freeze are kept.
+    before = (moved / ".bbrun" / "map.toml").read_text()
+    inv = (moved / ".bbrun" / "inventory.toml").read_text()
+    run([bbrun, "freeze", moved])
+    assert (moved / ".bbrun" / "map.toml").read_text() == before
+    assert (moved / ".bbrun" / "inventory.toml").read_text() == inv
+    assert demo(bbrun, moved)["keys"] == ["a", "b"]
+
+
+def test_freeze_dry_run_writes_nothing(dists, bbrun, tmp_path):
+    from conftest import build_buildout, make_venv
+
+    venv = tmp_path / "venv"
+    make_venv(venv, dists)
+    root = build_buildout(tmp_path / "bo", venv, dists)
+    out = run([bbrun, "freeze", "--dry-run", root]).stdout
+    assert "would write" in out
+    assert "site-packages" in out
+    assert not (root / ".bbrun").exists()
+    proc = run([bbrun, "freeze", "--no-collect", root], check=False)
+    one_line_error(proc, "--no-collect", str(venv / "lib"))
+    assert not (root / ".bbrun" / "map.toml").exists()

@@ -31,12 +31,24 @@ pub fn plan(script: &Path, args: &[OsString]) -> Result<LaunchPlan> {
     if !abs.is_file() {
         bail!("{}: no such script", script.display());
     }
-    let tree = FrozenTree::containing(&abs)?;
+    // A script reached through a symlink outside the tree (a link in
+    // /usr/local/bin) belongs to the tree its target is in.
+    let (tree, abs) = match crate::tree::find_root(&abs) {
+        Some(root) => (FrozenTree::open(&root)?, abs),
+        None => {
+            let real = std::fs::canonicalize(&abs)
+                .with_context(|| format!("{}: cannot resolve", abs.display()))?;
+            let root = crate::tree::find_root(&real).ok_or_else(|| not_in_tree(script))?;
+            (FrozenTree::open(&root)?, real)
+        }
+    };
     let rel = abs
         .strip_prefix(&tree.root)
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_default();
-    refuse_unrelocated_buildout(&tree, &abs, &rel)?;
+    if !is_read_only_buildout(args) {
+        refuse_unrelocated_buildout(&tree, &abs, &rel)?;
+    }
 
     let options = match tree.map.script(&rel) {
         Some(s) => s.options.clone(),
@@ -124,6 +136,24 @@ fn refuse_unrelocated_buildout(tree: &FrozenTree, abs: &Path, rel: &str) -> Resu
         );
     }
     Ok(())
+}
+
+fn not_in_tree(script: &Path) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{}: not inside a frozen tree (no .bbrun/map.toml in any parent directory); run `bbrun freeze ROOT` on the tree first",
+        script.display()
+    )
+}
+
+/// Buildout invocations that only print and never touch parts.
+fn is_read_only_buildout(args: &[OsString]) -> bool {
+    args.iter().any(|a| {
+        let a = a.to_string_lossy();
+        matches!(
+            a.as_ref(),
+            "--version" | "-h" | "--help" | "annotate" | "query"
+        )
+    })
 }
 
 fn is_buildout_script(abs: &Path, rel: &str) -> bool {

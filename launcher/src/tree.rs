@@ -31,20 +31,6 @@ impl FrozenTree {
         })
     }
 
-    /// The tree that holds `path`: walk up from its directory until a
-    /// `.bbrun/map.toml` is found.
-    pub fn containing(path: &Path) -> Result<FrozenTree> {
-        match find_root(path) {
-            Some(root) => FrozenTree::open(&root),
-            None => bail!(
-                "{}: not inside a frozen tree (no {}/{} in any parent directory); run `bbrun freeze ROOT` on the tree first",
-                path.display(),
-                map::STATE_DIR,
-                map::MAP_FILE
-            ),
-        }
-    }
-
     /// `(old, new)` pairs the shim applies, longest old path first.
     pub fn path_mapping(&self) -> Vec<(String, String)> {
         crate::relocate::rewrite_pairs(&self.map, &self.root.to_string_lossy())

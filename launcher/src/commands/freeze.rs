@@ -44,6 +44,8 @@ pub fn run(args: Args) -> Result<i32> {
     Ok(0)
 }
 
+const LISTED_PER_KIND: usize = 12;
+
 fn print_report(r: &FreezeReport) {
     let verb = if r.dry_run { "would write" } else { "wrote" };
     println!("{}: {verb} {}", r.root, r.map);
@@ -59,8 +61,19 @@ fn print_report(r: &FreezeReport) {
         println!("files that name a build path:");
         for (kind, entries) in &r.files {
             println!("  {kind} ({}):", entries.len());
-            for e in entries {
+            // A venv's site-packages holds hundreds of .pyc naming it; the
+            // first few show the pattern, --json has them all.
+            for e in entries.iter().take(LISTED_PER_KIND) {
                 println!("    {} [{}]", e.path, action_text(e.action));
+            }
+            if entries.len() > LISTED_PER_KIND {
+                let mut by_action: std::collections::BTreeMap<&str, usize> = Default::default();
+                for e in &entries[LISTED_PER_KIND..] {
+                    *by_action.entry(action_text(e.action)).or_default() += 1;
+                }
+                for (action, n) in by_action {
+                    println!("    ... and {n} more [{action}]");
+                }
             }
         }
     }
