@@ -170,7 +170,11 @@ def run_main():
         source = rewrite_source(f.read())
     code = compile(source, filename, "exec", dont_inherit=True)
     import builtins
-    from importlib.machinery import SourceFileLoader
+
+    try:
+        from _frozen_importlib_external import SourceFileLoader
+    except ImportError:
+        from importlib.machinery import SourceFileLoader
 
     main = sys.modules["__main__"]
     namespace = main.__dict__

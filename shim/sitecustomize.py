@@ -17,7 +17,12 @@ def _bbrun_chain():
     # Our directory comes first on sys.path; run the next sitecustomize so a
     # distribution's own (Debian ships one) keeps working.
     here = _os.path.dirname(_os.path.abspath(__file__))
-    from importlib.machinery import PathFinder
+    try:
+        # Already loaded at startup; `importlib.machinery` would cost an
+        # import of the importlib package (and warnings) in every process.
+        from _frozen_importlib_external import PathFinder
+    except ImportError:
+        from importlib.machinery import PathFinder
 
     rest = [p for p in _sys.path if _os.path.abspath(p or ".") != here]
     spec = PathFinder.find_spec("sitecustomize", rest)

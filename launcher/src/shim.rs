@@ -48,6 +48,27 @@ pub fn write_into(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Byte-compile the shim with the tree's interpreter, so no launch pays for
+/// compiling it (a read-only tree, or PYTHONDONTWRITEBYTECODE, would make
+/// every launch do so). Checked-hash pycs stay valid when an archive or a
+/// copy changes mtimes, and are rejected if the source changes. Best
+/// effort: without it the shim still works, only slower.
+pub fn precompile(dir: &Path, python: &Path) -> bool {
+    let code = "import py_compile, sys\n\
+for f in sys.argv[1:]:\n    \
+py_compile.compile(f, doraise=True, invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)";
+    let mut cmd = std::process::Command::new(python);
+    cmd.args(["-S", "-E", "-s", "-c", code]);
+    for (name, _) in FILES {
+        cmd.arg(dir.join(name));
+    }
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
 /// A directory holding this binary's shim: the tree's own when it is
 /// current, else a per-user cache copy named by content hash.
 pub fn ensure_dir(root: &Path) -> Result<PathBuf> {
@@ -119,6 +140,23 @@ mod tests {
     #[test]
     fn literal_escapes_quotes_and_backslashes() {
         assert_eq!(python_str_literal("a'b\\c"), "'a\\'b\\\\c'");
+    }
+
+    #[test]
+    fn precompiles_with_a_real_interpreter() {
+        let d = tempfile::tempdir().unwrap();
+        write_into(d.path()).unwrap();
+        let Some(py) = std::env::split_paths(&std::env::var_os("PATH").unwrap())
+            .map(|p| p.join("python3"))
+            .find(|p| p.exists())
+        else {
+            return;
+        };
+        assert!(precompile(d.path(), &py));
+        let cache: Vec<_> = std::fs::read_dir(d.path().join("__pycache__"))
+            .unwrap()
+            .collect();
+        assert_eq!(cache.len(), 2);
     }
 
     #[test]

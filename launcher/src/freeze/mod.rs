@@ -144,6 +144,7 @@ pub fn freeze(root_arg: &Path, opts: &FreezeOptions) -> Result<FreezeReport> {
     map.prefixes.extend(planned.iter().cloned());
 
     let native = native::freeze_native(&root, &mut map, &opts.native, opts.dry_run)?;
+    let mut notes = native.notes;
 
     let mut needles: Vec<String> = map.old_roots().iter().map(|s| s.to_string()).collect();
     needles.extend(map.prefixes.iter().map(|p| p.original.clone()));
@@ -157,7 +158,14 @@ pub fn freeze(root_arg: &Path, opts: &FreezeOptions) -> Result<FreezeReport> {
     entries.sort();
 
     if !opts.dry_run {
-        shim::write_into(&shim::tree_dir(&root))?;
+        let shim_dir = shim::tree_dir(&root);
+        shim::write_into(&shim_dir)?;
+        if !shim::precompile(&shim_dir, Path::new(&map.interpreter.path)) {
+            notes.push(format!(
+                "could not byte-compile the shim with {}; launches will compile it",
+                map.interpreter.path
+            ));
+        }
         map::save_inventory(
             &map::inventory_path(&root),
             &Inventory {
@@ -182,7 +190,7 @@ pub fn freeze(root_arg: &Path, opts: &FreezeOptions) -> Result<FreezeReport> {
         collected: planned,
         outside_literals,
         files,
-        notes: native.notes,
+        notes,
     })
 }
 
