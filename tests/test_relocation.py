@@ -42,6 +42,15 @@ def test_console_script_runs_from_new_root(moved, bbrun):
     assert out["argv"] == [str(moved / "bin" / "demo"), "x"]
 
 
+def test_path_literal_in_script_body_is_mapped(moved, frozen_sample, bbrun):
+    # bin/demo holds `config = '<A>/etc/demo.conf'` (zc.recipe.egg
+    # initialization); the file is read from B.
+    assert ("'%s/etc/demo.conf'" % frozen_sample["build_root"]).encode() in (moved / "bin" / "demo").read_bytes()
+    out = demo(bbrun, moved)
+    assert out["config"] == str(moved / "etc" / "demo.conf")
+    assert out["settings"] == {"greeting": "hello from demo.conf"}
+
+
 def test_scripts_stay_byte_for_byte(moved, frozen_sample, bbrun):
     before = {p.name: p.read_bytes() for p in (moved / "bin").iterdir()}
     demo(bbrun, moved)
@@ -326,3 +335,37 @@ def test_freeze_dry_run_writes_nothing(dists, bbrun, tmp_path):
     proc = run([bbrun, "freeze", "--no-collect", root], check=False)
     one_line_error(proc, "--no-collect", str(venv / "lib"))
     assert not (root / ".bbrun" / "map.toml").exists()
+
+
+def test_shared_eggs_cache_and_develop_egg_outside_root(dists, bbrun, tmp_path):
+    """Paths outside the root that scripts need are collected by freeze;
+    after it, only a compatible Python is needed."""
+    from conftest import build_buildout, make_venv
+
+    venv = tmp_path / "venv"
+    make_venv(venv, dists)
+    shared_eggs = tmp_path / "shared-eggs"
+    outside_src = tmp_path / "elsewhere"
+    root = build_buildout(tmp_path / "bo", venv, dists)
+    # Rebuild with the eggs cache and the develop egg outside the root.
+    os.rename(root / "src", outside_src)
+    cfg = (root / "buildout.cfg").read_text().replace("develop = src/demoapp", "develop = %s/demoapp" % outside_src)
+    (root / "buildout.cfg").write_text(cfg.replace("[buildout]\n", "[buildout]\neggs-directory = %s\n" % shared_eggs, 1))
+    run([venv / "bin" / "buildout", "-c", root / "buildout.cfg"], cwd=root)
+    assert str(shared_eggs).encode() in (root / "bin" / "demo").read_bytes()
+
+    report = json.loads(run([bbrun, "freeze", "--json", root]).stdout)
+    collected = sorted(c["original"] for c in report["collected"])
+    # Each egg the scripts use is collected, not the whole cache.
+    assert any(c.startswith(str(shared_eggs) + "/v5/BTrees-") for c in collected)
+    assert str(outside_src / "demoapp") in collected
+    assert any(c.endswith("site-packages") for c in collected)
+
+    dest = tmp_path / "dest"
+    os.rename(root, dest)
+    for gone in (shared_eggs, outside_src, venv):
+        os.rename(gone, str(gone) + "-gone")
+    out = demo(bbrun, dest)
+    assert_under(out["btrees"], dest / ".bbrun" / "external")
+    assert_under(out["demoapp"], dest / ".bbrun" / "external")
+    assert out["keys"] == ["a", "b"]

@@ -27,8 +27,19 @@ def report():
     }
 
 
-def main():
-    print(json.dumps(report()))
+def read_config(path):
+    with open(path) as f:
+        return dict(
+            line.split(" = ", 1) for line in f.read().splitlines() if " = " in line and not line.startswith("#")
+        )
+
+
+def main(config=None):
+    out = report()
+    if config:
+        out["config"] = config
+        out["settings"] = read_config(config)
+    print(json.dumps(out))
     if len(sys.argv) > 1 and sys.argv[1] == "--exit":
         return int(sys.argv[2])
     return 0
