@@ -369,3 +369,16 @@ def test_shared_eggs_cache_and_develop_egg_outside_root(dists, bbrun, tmp_path):
     assert_under(out["btrees"], dest / ".bbrun" / "external")
     assert_under(out["demoapp"], dest / ".bbrun" / "external")
     assert out["keys"] == ["a", "b"]
+
+
+def test_non_python_script_is_refused(moved, bbrun):
+    s = moved / "bin" / "hello.sh"
+    s.write_text("#!/bin/sh\necho hi\n")
+    s.chmod(0o755)
+    one_line_error(run([bbrun, s], check=False), str(s), "not a Python script", "/bin/sh")
+
+
+def test_unrecorded_python_file_in_tree_runs_mapped(moved, frozen_sample, bbrun):
+    s = moved / "tool.py"
+    s.write_text("import sys\nsys.path[0:0] = ['%s/src/demoapp']\nimport demoapp\nprint(demoapp.__file__)\n" % frozen_sample["build_root"])
+    assert_under(run([bbrun, s]).stdout.strip(), moved)

@@ -52,12 +52,7 @@ pub fn plan(script: &Path, args: &[OsString]) -> Result<LaunchPlan> {
 
     let options = match tree.map.script(&rel) {
         Some(s) => s.options.clone(),
-        None => shebang::read_first_line(&abs)
-            .ok()
-            .and_then(|l| shebang::parse(&l))
-            .filter(|s| !shebang::is_launcher(&s.interpreter))
-            .map(|s| s.options)
-            .unwrap_or_default(),
+        None => unrecorded_script_options(&abs)?,
     };
 
     let mut cache = ProbeCache::load();
@@ -98,6 +93,24 @@ pub fn plan(script: &Path, args: &[OsString]) -> Result<LaunchPlan> {
             ("PYTHONPATH".into(), pythonpath),
         ],
     })
+}
+
+/// Interpreter options for a script freeze did not record (added to the
+/// tree later, or outside `bin/`): taken from its own first line. A file
+/// whose first line names another program (a shell script) is not ours to
+/// run through Python.
+fn unrecorded_script_options(abs: &Path) -> Result<Vec<String>> {
+    let line = shebang::read_first_line(abs)?;
+    match shebang::parse(&line) {
+        None => Ok(vec![]),
+        Some(s) if shebang::is_launcher(&s.interpreter) => Ok(vec![]),
+        Some(s) if shebang::is_python(&s.interpreter) => Ok(s.options),
+        Some(s) => bail!(
+            "{}: not a Python script (its first line runs {}); run it directly",
+            abs.display(),
+            s.interpreter
+        ),
+    }
 }
 
 /// Replace this process with the planned interpreter.
