@@ -4,6 +4,7 @@ The launcher (`bbrun`) execs the interpreter with this module's directory on
 PYTHONPATH and the mapping in the environment:
 
     BBRUN_PATHMAP   one "OLD<TAB>NEW" pair a line, longest OLD first
+    BBRUN_VENV      the tree's root when it is a virtualenv
 
 Every Python process started in that environment (the script, and any child
 started with sys.executable) runs `activate()` from sitecustomize:
@@ -89,11 +90,25 @@ def _path_hook(entry):
     raise ImportError("no importer for %r" % mapped)
 
 
+def _add_venv_site_packages(venv):
+    """A frozen virtualenv run by an interpreter that is not its own
+    (its bin/python link dangles on this machine): add the venv's
+    site-packages as `site` would have, .pth files included."""
+    if not venv or os.path.realpath(sys.prefix) == os.path.realpath(venv):
+        return
+    site_packages = os.path.join(venv, "lib", "python%d.%d" % sys.version_info[:2], "site-packages")
+    if os.path.isdir(site_packages) and site_packages not in sys.path:
+        import site
+
+        site.addsitedir(site_packages)
+
+
 def activate(pairs=None):
     """Install the mapping in this process; safe to call more than once."""
     global _pairs
     if pairs is None:
         pairs = _parse(os.environ.get(_ENV_MAP, ""))
+    _add_venv_site_packages(os.environ.get("BBRUN_VENV"))
     if not pairs:
         return
     _pairs = pairs

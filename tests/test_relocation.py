@@ -382,3 +382,38 @@ def test_unrecorded_python_file_in_tree_runs_mapped(moved, frozen_sample, bbrun)
     s = moved / "tool.py"
     s.write_text("import sys\nsys.path[0:0] = ['%s/src/demoapp']\nimport demoapp\nprint(demoapp.__file__)\n" % frozen_sample["build_root"])
     assert_under(run([bbrun, s]).stdout.strip(), moved)
+
+
+def test_virtualenv_moved_and_run_by_another_interpreter(dists, bbrun, tmp_path):
+    """A virtualenv is a tree too: frozen, moved, its console scripts run;
+    with an interpreter other than its own (the base one missing on the
+    target), its site-packages still come first."""
+    from conftest import make_venv
+
+    venv = tmp_path / "a" / "venv"
+    make_venv(venv, dists, packages=("BTrees", "zc.buildout==6.0.1"))
+    check = venv / "bin" / "check"
+    check.write_text("#!%s\nimport sys, BTrees\nprint(sys.prefix)\nprint(BTrees.__file__)\n" % (venv / "bin" / "python"))
+    check.chmod(0o755)
+    run([bbrun, "freeze", venv])
+    dest = tmp_path / "b"
+    os.rename(venv, dest)
+    lines = run([bbrun, dest / "bin" / "check"]).stdout.splitlines()
+    assert lines[0] == str(dest)
+    assert_under(lines[1], dest)
+    assert "6.0.1" in run([bbrun, dest / "bin" / "buildout", "--version"]).stdout
+
+    other = "/usr/bin/python%d.%d" % sys.version_info[:2]
+    if not os.path.exists(other):
+        pytest.skip("no second interpreter of this version at %s" % other)
+    env = dict(os.environ, BBRUN_PYTHON=other, BBRUN_CACHE_DIR=str(tmp_path / "cache"))
+    lines = run([bbrun, dest / "bin" / "check"], env=env).stdout.splitlines()
+    assert lines[0] != str(dest)
+    assert_under(lines[1], dest)
+
+
+def test_binary_is_refused(moved, bbrun):
+    exe = moved / "bin" / "true"
+    exe.write_bytes(open("/bin/true", "rb").read())
+    exe.chmod(0o755)
+    one_line_error(run([bbrun, exe], check=False), "a binary, not a Python script")

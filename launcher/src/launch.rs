@@ -84,15 +84,15 @@ pub fn plan(script: &Path, args: &[OsString]) -> Result<LaunchPlan> {
             pythonpath.push(std::env::join_paths(kept).unwrap_or_default());
         }
     }
-    Ok(LaunchPlan {
-        python,
-        argv,
-        env: vec![
-            ("BBRUN_PATHMAP".into(), pathmap.into()),
-            ("BBRUN_ROOT".into(), tree.root.clone().into()),
-            ("PYTHONPATH".into(), pythonpath),
-        ],
-    })
+    let mut env: Vec<(OsString, OsString)> = vec![
+        ("BBRUN_PATHMAP".into(), pathmap.into()),
+        ("BBRUN_ROOT".into(), tree.root.clone().into()),
+        ("PYTHONPATH".into(), pythonpath),
+    ];
+    if tree.root.join("pyvenv.cfg").is_file() {
+        env.push(("BBRUN_VENV".into(), tree.root.clone().into()));
+    }
+    Ok(LaunchPlan { python, argv, env })
 }
 
 /// Interpreter options for a script freeze did not record (added to the
@@ -101,6 +101,12 @@ pub fn plan(script: &Path, args: &[OsString]) -> Result<LaunchPlan> {
 /// run through Python.
 fn unrecorded_script_options(abs: &Path) -> Result<Vec<String>> {
     let line = shebang::read_first_line(abs)?;
+    if line.starts_with("\x7fELF") {
+        bail!(
+            "{}: a binary, not a Python script; run it directly",
+            abs.display()
+        );
+    }
     match shebang::parse(&line) {
         None => Ok(vec![]),
         Some(s) if shebang::is_launcher(&s.interpreter) => Ok(vec![]),
