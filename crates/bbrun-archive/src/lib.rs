@@ -1,2 +1,5 @@
 //! Archives and system packages of a frozen tree: reproducible tar.zst /
-//! tar.gz, .deb and .rpm writers, the manifest, and safe unpacking. (To be written.)
+//! tar.gz, .deb and .rpm writers, the manifest, and safe unpacking.
+
+pub mod manifest;
+pub mod walk;
