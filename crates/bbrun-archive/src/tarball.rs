@@ -35,8 +35,8 @@ impl Compression {
 
 /// Write `set` as a tar stream to `out` and return `out`. `root` is the
 /// directory the entries go under inside the archive: `""` for the tree's
-/// own top level, or e.g. `./opt/app`, whose parent directories (`./`,
-/// `./opt/`, ...) are written first as `0755` directories.
+/// own top level, or e.g. `opt/app`, whose parent directories (`opt/`,
+/// `opt/app/`) are written first as `0755` directories.
 pub fn write_tar<W: Write>(set: &PackSet, root: &str, out: W, progress: Progress) -> Result<W> {
     let mut b = tar::Builder::new(out);
     let mtime = set.mtime.max(0) as u64;

@@ -215,7 +215,7 @@ fn deb_is_an_ar_with_control_and_data_under_prefix() {
     assert_eq!(data["opt/myapp/bin/app"].mode, 0o755);
     assert_eq!(
         data["opt/myapp/bin/app-again"].link.as_deref(),
-        Some("./opt/myapp/bin/app")
+        Some("opt/myapp/bin/app")
     );
     assert!(data.contains_key("opt"));
     let mut control = Vec::new();
