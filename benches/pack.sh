@@ -107,3 +107,4 @@ printf 'tree:       %s files, %s\n' "$FILES" "$(du -sh --apparent-size "$tree" |
 printf 'tar+zstd-3: %.2f s  (%s bytes)\n' "$tar_s" "$(stat -c %s "$work/tar.tar.zst")"
 printf 'bbrun pack: %.2f s  (%s bytes, manifest included)\n' "$bbrun_s" "$(stat -c %s "$work/bbrun.tar.zst")"
 printf 'ratio bbrun/tar: %.2f  (best of %s runs each)\n' "$ratio" "$RUNS"
+BBRUN_PACK_TIMING=1 "$bbrun" pack "$tree" --format tar.zst --level 3 -o "$work/bbrun.tar.zst" 2>&1 >/dev/null | tail -1

@@ -416,7 +416,9 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     let mut f =
         std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
     let mut h = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
+    let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+    // Sized to the file: see packset::for_each_chunk.
+    let mut buf = vec![0u8; (size as usize + 1).min(256 * 1024)];
     loop {
         let n = f
             .read(&mut buf)

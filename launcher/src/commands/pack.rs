@@ -235,9 +235,13 @@ pub fn run(args: Args) -> Result<i32> {
         let total = done.fetch_add(n, Ordering::Relaxed) + n;
         bar.set_position(total);
     };
+    // BBRUN_PACK_TIMING=1 prints each phase's time (benches/pack.sh).
+    let timing = std::env::var_os("BBRUN_PACK_TIMING").is_some();
+    let t0 = std::time::Instant::now();
     bar.set_message("hashing");
     set.add_manifest(&progress)?;
     bar.set_message("writing");
+    let t1 = std::time::Instant::now();
 
     write_atomically(&output, |out| match args.format {
         Format::TarZst | Format::TarGz => {
@@ -275,6 +279,13 @@ pub fn run(args: Args) -> Result<i32> {
         }
     })?;
     bar.finish_and_clear();
+    if timing {
+        eprintln!(
+            "bbrun pack: hashing {:.2}s, writing {:.2}s",
+            (t1 - t0).as_secs_f64(),
+            t1.elapsed().as_secs_f64()
+        );
+    }
 
     let bytes = std::fs::metadata(&output)
         .with_context(|| format!("{}: cannot stat", output.display()))?
