@@ -166,6 +166,105 @@ pub fn interpreter_depends(map: &RelocationMap) -> Option<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::map::{BuildRoot, FileKind, Interpreter, Inventory, InventoryEntry, Script};
+
+    fn frozen(root: &Path) -> RelocationMap {
+        let build = "/build/app".to_string();
+        std::fs::create_dir_all(root.join("bin")).unwrap();
+        std::fs::create_dir_all(root.join(".bbrun")).unwrap();
+        std::fs::write(
+            root.join("bin/app"),
+            "#!/build/venv/bin/python3 -s\nimport x  # /build/app\n",
+        )
+        .unwrap();
+        std::fs::write(root.join(".installed.cfg"), "[b]\ndirectory = /build/app\n").unwrap();
+        std::fs::write(root.join("untouched.cfg"), "dir = /build/app\n").unwrap();
+        let map = RelocationMap {
+            format: map::FORMAT_VERSION,
+            bbrun_version: "0".into(),
+            build: BuildRoot {
+                root: build.clone(),
+                root_realpath: build,
+                previous_roots: vec![],
+                files_root: None,
+            },
+            interpreter: Interpreter {
+                path: "/build/venv/bin/python3".into(),
+                implementation: "cpython".into(),
+                version: "3.11.2".into(),
+                major_minor: "3.11".into(),
+                cache_tag: "cpython-311".into(),
+                soabi: "x".into(),
+                platform: "linux-x86_64".into(),
+                candidates: vec![],
+                bundled: None,
+            },
+            scripts: vec![Script {
+                path: "bin/app".into(),
+                shebang: "#!/build/venv/bin/python3 -s".into(),
+                options: vec!["-s".into()],
+                body_sha256: String::new(),
+            }],
+            prefixes: vec![],
+        };
+        map::save(&map::map_path(root), &map).unwrap();
+        let inv = Inventory {
+            files: vec![InventoryEntry {
+                path: ".installed.cfg".into(),
+                kind: FileKind::InstalledCfg,
+                action: Action::RewriteOnRelocate,
+            }],
+        };
+        map::save_inventory(&map::inventory_path(root), &inv).unwrap();
+        map
+    }
+
+    fn content(set: &PackSet, path: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut r = bbrun_archive::packset::open_checked(set.get(path).unwrap()).unwrap();
+        std::io::Read::read_to_end(&mut r, &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn packaged_copy_is_relocated_and_the_tree_untouched() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        let map = frozen(root);
+        let before = std::fs::read(root.join("bin/app")).unwrap();
+        let mut set = PackSet::from_tree(root).unwrap();
+        let n = prepare_for_prefix(&mut set, root, &map, "/opt/app").unwrap();
+        assert_eq!(n, 2);
+        assert_eq!(
+            content(&set, ".installed.cfg"),
+            b"[b]\ndirectory = /opt/app\n"
+        );
+        assert_eq!(content(&set, "untouched.cfg"), b"dir = /build/app\n");
+        // Line 1 runs the packaged launcher; the body is byte-identical.
+        assert_eq!(
+            content(&set, "bin/app"),
+            b"#!/opt/app/.bbrun/bin/bbrun\nimport x  # /build/app\n"
+        );
+        assert_eq!(
+            set.get("bin/app").unwrap().mode,
+            std::fs::metadata(root.join("bin/app"))
+                .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777)
+                .unwrap()
+        );
+        let packed_map = map::parse(
+            std::str::from_utf8(&content(&set, ".bbrun/map.toml")).unwrap(),
+            Path::new("map.toml"),
+        )
+        .unwrap();
+        assert_eq!(packed_map.files_root(), "/opt/app");
+        let launcher = set.get(PACKAGED_LAUNCHER).unwrap();
+        assert_eq!(launcher.mode, 0o755);
+        assert!(launcher.size > 0);
+        // Nothing on disk changed.
+        assert_eq!(std::fs::read(root.join("bin/app")).unwrap(), before);
+        assert!(!root.join(PACKAGED_LAUNCHER).exists());
+        assert_eq!(interpreter_depends(&map).unwrap().1, "python(abi) = 3.11");
+    }
 
     #[test]
     fn prefixes_are_checked() {

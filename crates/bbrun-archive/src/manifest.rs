@@ -336,6 +336,15 @@ fn parse_line(line: &str) -> Result<ManifestEntry> {
     if kind == EntryKind::Hardlink {
         check_path(target.as_deref().unwrap_or_default()).map_err(|e| anyhow!("target: {e}"))?;
     }
+    if target
+        .as_deref()
+        .is_some_and(|t| t.is_empty() || t.contains('\0'))
+    {
+        bail!(
+            "{} {path:?} has an empty target or one with a NUL byte",
+            kind.as_str()
+        );
+    }
     Ok(ManifestEntry {
         path,
         kind,
@@ -542,6 +551,10 @@ mod tests {
                 "twice",
             ),
             (b"\xff\xfe", "not UTF-8"),
+            (
+                b"bbrun-manifest\t1\nx\tsymlink\t0777\t1\t-\ta\\x00\n",
+                "NUL byte",
+            ),
         ];
         for (input, want) in cases {
             let err = format!("{:#}", Manifest::parse(input, src).unwrap_err());
