@@ -133,6 +133,12 @@ def test_deb_installs_and_runs_from_prefix(frozen_sample, bbrun, tmp_path):
         "--description", "Demo app\nPacked by the test suite.", "--depends", "libc6",
     )
     assert summary["package"]["prefix"] == prefix
+    again = pack(
+        bbrun, src, tmp_path / "again.deb", "deb", "--prefix", prefix, "--name", name,
+        "--version", "1.2.3", "--description", "Demo app\nPacked by the test suite.",
+        "--depends", "libc6",
+    )
+    assert again["sha256"] == summary["sha256"], "deb not reproducible"
     # The tree on disk is untouched.
     assert {p: p.read_bytes() for p in (src / "bin").iterdir() if p.is_file()} == before
 
