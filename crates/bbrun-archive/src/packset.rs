@@ -52,13 +52,16 @@ pub struct PackSet {
     pub entries: Vec<PackEntry>,
     /// The mtime every entry gets (see [`crate::reproducible`]).
     pub mtime: i64,
+    /// Sockets in the tree, not packed (see [`walk::walk`]).
+    pub skipped_sockets: Vec<String>,
 }
 
 impl PackSet {
     /// The tree at `root`, without a manifest it may hold (the archive gets
     /// a fresh one), with every mtime set to [`crate::reproducible::archive_mtime`].
     pub fn from_tree(root: &Path) -> Result<PackSet> {
-        let items: Vec<_> = walk::walk(root)?
+        let (items, skipped_sockets) = walk::walk_noting_sockets(root)?;
+        let items: Vec<_> = items
             .into_iter()
             .filter(|i| i.path != MANIFEST_PATH)
             .collect();
@@ -80,7 +83,11 @@ impl PackSet {
                 target: i.target,
             })
             .collect();
-        Ok(PackSet { entries, mtime })
+        Ok(PackSet {
+            entries,
+            mtime,
+            skipped_sockets,
+        })
     }
 
     pub fn get(&self, path: &str) -> Option<&PackEntry> {

@@ -128,6 +128,8 @@ struct Summary {
     /// Bytes of file content packed.
     content_bytes: u64,
     sha256: String,
+    /// Sockets in the tree, left out (they belong to a running program).
+    skipped_sockets: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     package: Option<PackageSummary>,
 }
@@ -173,6 +175,12 @@ pub fn run(args: Args) -> Result<i32> {
     let compression = compression(&args)?;
 
     let mut set = PackSet::from_tree(&root)?;
+    for s in &set.skipped_sockets {
+        eprintln!(
+            "bbrun: note: {}: socket left out of the archive",
+            root.join(s).display()
+        );
+    }
     let mut pkg = None;
     if args.format.is_package() {
         let name = args
@@ -307,6 +315,7 @@ pub fn run(args: Args) -> Result<i32> {
             bytes,
             content_bytes: set.content_bytes(),
             sha256: fsutil::sha256_file(&output)?,
+            skipped_sockets: set.skipped_sockets.clone(),
             package: pkg,
         };
         println!("{}", serde_json::to_string_pretty(&summary)?);
