@@ -1,0 +1,160 @@
+//! Listing a tree the way every archive and the manifest see it: every
+//! entry below the root (not the root itself), sorted by its relative
+//! '/'-separated path, hardlinks detected by inode, symlinks not followed.
+//!
+//! Plain byte order on the whole path puts a directory before its contents
+//! (a prefix sorts first) and the first name of a hardlinked inode before
+//! its other names, which is what tar needs to write a link after its target.
+
+use std::collections::HashMap;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::manifest::EntryKind;
+
+/// One entry of a tree on disk.
+#[derive(Debug, Clone)]
+pub struct TreeItem {
+    /// Relative, '/'-separated.
+    pub path: String,
+    pub abs: PathBuf,
+    pub kind: EntryKind,
+    /// Permission bits (`mode & 0o7777`).
+    pub mode: u32,
+    /// File size; symlink target length; 0 for directories and hardlinks.
+    pub size: u64,
+    /// Seconds since the epoch.
+    pub mtime: i64,
+    /// Symlink target, or for a hardlink the path of its first name.
+    pub target: Option<String>,
+}
+
+/// Every entry below `root`, sorted by path. Sockets are left out: they
+/// belong to a running program (a buildout's `var/*.sock`), not to the
+/// content, and no archive carries them. Names that are not UTF-8, fifos
+/// and devices are refused: no format here carries them faithfully and a
+/// Python tree has none.
+pub fn walk(root: &Path) -> Result<Vec<TreeItem>> {
+    Ok(walk_noting_sockets(root)?.0)
+}
+
+/// [`walk`], and the relative paths of the sockets it left out.
+pub fn walk_noting_sockets(root: &Path) -> Result<(Vec<TreeItem>, Vec<String>)> {
+    let mut items = Vec::new();
+    let mut sockets = Vec::new();
+    for entry in walkdir::WalkDir::new(root).min_depth(1).follow_links(false) {
+        let entry = entry.map_err(|e| {
+            let at = e.path().unwrap_or(root).display().to_string();
+            anyhow::anyhow!("{at}: cannot read ({})", e)
+        })?;
+        let abs = entry.path().to_path_buf();
+        let rel = abs.strip_prefix(root).unwrap_or(&abs);
+        let Some(rel) = rel.to_str() else {
+            bail!(
+                "{}: file name is not UTF-8; bbrun cannot archive it",
+                abs.display()
+            );
+        };
+        let meta = entry
+            .metadata()
+            .with_context(|| format!("{}: cannot stat", abs.display()))?;
+        let ft = meta.file_type();
+        let (kind, size, target) = if ft.is_dir() {
+            (EntryKind::Dir, 0, None)
+        } else if ft.is_symlink() {
+            let t = std::fs::read_link(&abs)
+                .with_context(|| format!("{}: cannot read symlink", abs.display()))?;
+            let Some(t) = t.to_str() else {
+                bail!("{}: symlink target is not UTF-8", abs.display());
+            };
+            (EntryKind::Symlink, t.len() as u64, Some(t.to_string()))
+        } else if ft.is_file() {
+            (EntryKind::File, meta.len(), None)
+        } else if ft.is_socket() {
+            sockets.push(rel.to_string());
+            continue;
+        } else {
+            bail!(
+                "{}: is a fifo or device; bbrun archives only files, directories and links",
+                abs.display()
+            );
+        };
+        items.push((
+            TreeItem {
+                path: rel.to_string(),
+                abs,
+                kind,
+                mode: meta.mode() & 0o7777,
+                size,
+                mtime: meta.mtime(),
+                target,
+            },
+            (meta.dev(), meta.ino(), meta.nlink()),
+        ));
+    }
+    items.sort_by(|a, b| a.0.path.cmp(&b.0.path));
+    // The first name (in sorted order) of an inode is the file; the later
+    // ones link to it.
+    let mut first_name: HashMap<(u64, u64), String> = HashMap::new();
+    sockets.sort();
+    let items = items
+        .into_iter()
+        .map(|(mut item, (dev, ino, nlink))| {
+            if item.kind == EntryKind::File && nlink > 1 {
+                match first_name.get(&(dev, ino)) {
+                    Some(first) => {
+                        item.kind = EntryKind::Hardlink;
+                        item.size = 0;
+                        item.target = Some(first.clone());
+                    }
+                    None => {
+                        first_name.insert((dev, ino), item.path.clone());
+                    }
+                }
+            }
+            item
+        })
+        .collect();
+    Ok((items, sockets))
+}
+
+/// The newest mtime in the tree (0 for an empty tree): the default archive
+/// timestamp, so an unchanged tree packs to the same bytes.
+pub fn newest_mtime(items: &[TreeItem]) -> i64 {
+    items.iter().map(|i| i.mtime).max().unwrap_or(0).max(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sorted_with_hardlinks_after_first_name() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        std::fs::create_dir(r.join("a")).unwrap();
+        std::fs::write(r.join("a/z"), b"x").unwrap();
+        std::fs::hard_link(r.join("a/z"), r.join("a.b")).unwrap();
+        std::os::unix::fs::symlink("a/z", r.join("s")).unwrap();
+        let items = walk(r).unwrap();
+        let names: Vec<_> = items.iter().map(|i| i.path.as_str()).collect();
+        assert_eq!(names, ["a", "a.b", "a/z", "s"]);
+        assert_eq!(items[1].kind, EntryKind::File);
+        assert_eq!(items[2].kind, EntryKind::Hardlink);
+        assert_eq!(items[2].target.as_deref(), Some("a.b"));
+        assert_eq!(items[3].kind, EntryKind::Symlink);
+        assert_eq!(items[3].target.as_deref(), Some("a/z"));
+    }
+
+    #[test]
+    fn sockets_are_left_out_and_noted() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("var")).unwrap();
+        let _l = std::os::unix::net::UnixListener::bind(d.path().join("var/zeo.sock")).unwrap();
+        let (items, sockets) = walk_noting_sockets(d.path()).unwrap();
+        assert_eq!(items.len(), 1);
+        assert_eq!(sockets, ["var/zeo.sock"]);
+    }
+}
