@@ -58,6 +58,10 @@ def test_archive_unpacked_elsewhere_runs(frozen_sample, bbrun, tmp_path, fmt, ta
     assert out["btrees"].startswith(str(dest) + "/")
     assert out["demoapp"].startswith(str(dest) + "/")
     assert out["argv"] == [str(dest / "bin" / "demo"), "x"]
+    # Sources keep their mtimes, so the eggs' byte-code stays valid.
+    rel = Path(out["btrees"]).relative_to(dest)
+    # (tar keeps whole seconds, which is what a .pyc records.)
+    assert int((dest / rel).stat().st_mtime) == int((src / rel).stat().st_mtime)
 
     # The manifest inside describes what was unpacked.
     entries = manifest_lines(dest / ".bbrun" / "manifest.tsv")

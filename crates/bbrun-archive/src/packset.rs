@@ -44,13 +44,16 @@ pub struct PackEntry {
     /// Symlink target or a hardlink's first name (a relative path).
     pub target: Option<String>,
     pub source: Source,
+    /// The entry's archive mtime (see [`crate::reproducible::entry_mtime`]).
+    pub mtime: i64,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct PackSet {
     /// Sorted by path.
     pub entries: Vec<PackEntry>,
-    /// The mtime every entry gets (see [`crate::reproducible`]).
+    /// The mtime of container headers and of entries the packer adds
+    /// (see [`crate::reproducible::archive_mtime`]).
     pub mtime: i64,
     /// Sockets in the tree, not packed (see [`walk::walk`]).
     pub skipped_sockets: Vec<String>,
@@ -58,7 +61,8 @@ pub struct PackSet {
 
 impl PackSet {
     /// The tree at `root`, without a manifest it may hold (the archive gets
-    /// a fresh one), with every mtime set to [`crate::reproducible::archive_mtime`].
+    /// a fresh one); entries keep their mtimes, clamped to
+    /// `SOURCE_DATE_EPOCH` (see [`crate::reproducible`]).
     pub fn from_tree(root: &Path) -> Result<PackSet> {
         let (items, skipped_sockets) = walk::walk_noting_sockets(root)?;
         let items: Vec<_> = items
@@ -66,9 +70,11 @@ impl PackSet {
             .filter(|i| i.path != MANIFEST_PATH)
             .collect();
         let mtime = crate::reproducible::archive_mtime(&items)?;
+        let clamp = crate::reproducible::source_date_epoch()?;
         let entries = items
             .into_iter()
             .map(|i| PackEntry {
+                mtime: crate::reproducible::entry_mtime(i.mtime, clamp),
                 source: match i.kind {
                     EntryKind::File => Source::Disk {
                         path: i.abs,
@@ -105,7 +111,9 @@ impl PackSet {
         manifest::check_path(path)?;
         let size = bytes.len() as u64;
         let bytes: Arc<[u8]> = bytes.into();
-        let entry = |old_mode: u32| PackEntry {
+        let set_mtime = self.mtime;
+        let entry = |old_mode: u32, mtime: i64| PackEntry {
+            mtime,
             path: path.to_string(),
             kind: EntryKind::File,
             mode: mode.unwrap_or(old_mode),
@@ -123,12 +131,13 @@ impl PackSet {
                     );
                 }
                 let old_content = (old.source.clone(), old.size);
-                self.entries[i] = entry(old.mode);
+                // A rewritten file keeps its time: only its content changed.
+                self.entries[i] = entry(old.mode, old.mtime);
                 self.promote_hardlinks_of(path, old_content);
             }
             Err(_) => {
                 self.ensure_dirs(path)?;
-                let new = entry(0o644);
+                let new = entry(0o644, set_mtime);
                 let at = self.index(path).unwrap_err();
                 self.entries.insert(at, new);
             }
@@ -177,6 +186,7 @@ impl PackSet {
                 Err(at) => self.entries.insert(
                     at,
                     PackEntry {
+                        mtime: self.mtime,
                         path: dir.clone(),
                         kind: EntryKind::Dir,
                         mode: 0o755,

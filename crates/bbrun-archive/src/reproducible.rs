@@ -1,11 +1,16 @@
-//! What makes the same tree pack to the same bytes: one timestamp for every
-//! entry and every container header, owner root:root (uid/gid 0), entries
-//! in sorted order, compressors without timestamps, names or a thread-count
-//! dependent layout.
+//! What makes the same tree pack to the same bytes: owner root:root
+//! (uid/gid 0), entries in sorted order, compressors without timestamps,
+//! names or a thread-count dependent layout, and fixed timestamps.
 //!
-//! The timestamp is `SOURCE_DATE_EPOCH` when set (the reproducible-builds
-//! convention), else the newest mtime in the tree: an unchanged tree packs
-//! to the same bytes, and touching any file changes them.
+//! Entries keep their own mtimes, clamped to `SOURCE_DATE_EPOCH` when it is
+//! set (the reproducible-builds convention, as `tar --clamp-mtime`). They
+//! are not all set to one time: CPython checks a `.pyc` against its
+//! source's mtime, so flattening mtimes would make every byte-compiled
+//! module of the tree stale after install — recompiled on every import in
+//! a read-only install, rewritten (and then reported by `bbrun verify`) in
+//! a writable one. Container headers (ar members, the rpm build time) and
+//! entries the packer adds use `SOURCE_DATE_EPOCH`, else the newest mtime
+//! in the tree: an unchanged tree packs to the same bytes.
 
 use anyhow::{bail, Result};
 
@@ -19,6 +24,24 @@ pub fn archive_mtime(items: &[TreeItem]) -> Result<i64> {
     match std::env::var(SOURCE_DATE_EPOCH) {
         Ok(v) if !v.trim().is_empty() => parse_epoch(&v),
         _ => Ok(walk::newest_mtime(items)),
+    }
+}
+
+/// `SOURCE_DATE_EPOCH`, if set.
+pub fn source_date_epoch() -> Result<Option<i64>> {
+    match std::env::var(SOURCE_DATE_EPOCH) {
+        Ok(v) if !v.trim().is_empty() => parse_epoch(&v).map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// An entry's archive mtime: its own, no later than the epoch when set,
+/// and never before 1970 (tar and rpm store unsigned times).
+pub fn entry_mtime(mtime: i64, clamp: Option<i64>) -> i64 {
+    let t = mtime.max(0);
+    match clamp {
+        Some(c) => t.min(c),
+        None => t,
     }
 }
 
@@ -47,6 +70,14 @@ pub fn zstd_workers() -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entry_mtimes_are_clamped_not_flattened() {
+        assert_eq!(entry_mtime(100, None), 100);
+        assert_eq!(entry_mtime(100, Some(50)), 50);
+        assert_eq!(entry_mtime(10, Some(50)), 10);
+        assert_eq!(entry_mtime(-5, None), 0);
+    }
 
     #[test]
     fn epoch_must_be_a_plain_number() {

@@ -72,6 +72,7 @@ pub fn write_rpm<W: Write>(
     for e in &set.entries {
         let dest = format!("{prefix}/{}", e.path);
         let mode = (e.mode & 0o7777) as u16;
+        let mtime = u32::try_from(e.mtime.max(0)).unwrap_or(u32::MAX);
         match e.kind {
             EntryKind::Dir => {
                 b.with_dir_entry(owned(FileOptions::dir(&dest).permissions(mode), mtime))

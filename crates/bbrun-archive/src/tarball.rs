@@ -4,7 +4,7 @@
 //!
 //! Headers are GNU (long names and link targets use GNU long-name records,
 //! which GNU tar, bsdtar, dpkg and the `tar` crate all read), owner
-//! `root:root` with uid/gid 0, and the set's single mtime.
+//! `root:root` with uid/gid 0, and each entry's clamped mtime.
 
 use std::io::{Read, Write};
 
@@ -65,12 +65,12 @@ pub fn write_tar<W: Write>(set: &PackSet, root: &str, out: W, progress: Progress
         let ctx = || format!("{}: cannot write tar entry", e.path);
         match e.kind {
             EntryKind::Dir => {
-                let mut h = header(EntryType::Directory, e.mode, 0, mtime);
+                let mut h = header(EntryType::Directory, e.mode, 0, e.mtime.max(0) as u64);
                 b.append_data(&mut h, format!("{path}/"), std::io::empty())
                     .with_context(ctx)?;
             }
             EntryKind::File => {
-                let mut h = header(EntryType::Regular, e.mode, e.size, mtime);
+                let mut h = header(EntryType::Regular, e.mode, e.size, e.mtime.max(0) as u64);
                 let reader = ProgressReader {
                     inner: open_checked(e)?,
                     progress,
@@ -78,7 +78,7 @@ pub fn write_tar<W: Write>(set: &PackSet, root: &str, out: W, progress: Progress
                 b.append_data(&mut h, &path, reader).with_context(ctx)?;
             }
             EntryKind::Symlink => {
-                let mut h = header(EntryType::Symlink, e.mode, 0, mtime);
+                let mut h = header(EntryType::Symlink, e.mode, 0, e.mtime.max(0) as u64);
                 let target = e.target.as_deref().unwrap_or_default();
                 // The target exactly as stored (`./x`, `a//b` stay so): the
                 // crate's set_link_name would tidy it, and the manifest and
@@ -93,7 +93,7 @@ pub fn write_tar<W: Write>(set: &PackSet, root: &str, out: W, progress: Progress
                 }
             }
             EntryKind::Hardlink => {
-                let mut h = header(EntryType::Link, e.mode, 0, mtime);
+                let mut h = header(EntryType::Link, e.mode, 0, e.mtime.max(0) as u64);
                 let target = name(e.target.as_deref().unwrap_or_default());
                 b.append_link(&mut h, &path, target).with_context(ctx)?;
             }
