@@ -33,6 +33,9 @@ pub fn set_search_path(
     tag: SearchTag,
     value: Option<&str>,
 ) -> Result<Vec<u8>, ElfError> {
+    // Only files `parse` accepts are rewritten: what bbrun reports about a
+    // file and what it changes rest on the same reading.
+    crate::parse(data)?;
     let l = Layout::read(data)?;
     if l.dyn_capacity == 0 {
         return Err(ElfError::Unsupported("no dynamic section".into()));
@@ -171,7 +174,35 @@ pub fn set_search_path(
         write_word(&l, &mut out, at, tag);
         write_word(&l, &mut out, at + l.r.word_size(), val);
     }
+    verify(&l, &out, tag, value)?;
     Ok(out)
+}
+
+/// Read the result back: in a file whose tables overlap, one write can
+/// land on another table, so a result that does not say what was asked,
+/// or lost other dynamic strings, is refused rather than returned.
+fn verify(
+    before: &Layout<'_>,
+    out: &[u8],
+    tag: SearchTag,
+    value: Option<&str>,
+) -> Result<(), ElfError> {
+    let fail = || malformed("overlapping tables: the rewritten file does not read back");
+    let after = crate::parse(out).map_err(|_| fail())?;
+    let got = match tag {
+        SearchTag::Rpath => after.rpath.as_deref(),
+        SearchTag::Runpath => after.runpath.as_deref(),
+    };
+    let needed: Vec<String> = before
+        .dynamic
+        .iter()
+        .filter(|d| d.tag == crate::read::DT_NEEDED)
+        .map(|d| before.dynstr_string(d.val))
+        .collect::<Result<_, _>>()?;
+    if got != value || after.needed != needed {
+        return Err(fail());
+    }
+    Ok(())
 }
 
 fn put(out: &mut [u8], off: u64, bytes: &[u8]) {
@@ -297,8 +328,14 @@ fn place_table(l: &Layout<'_>, out: &mut Vec<u8>, tab: &[u8]) -> Result<(u64, u6
         let Some(end_va) = s.vaddr.checked_add(s.memsz) else {
             continue;
         };
+        // The file may grow at its end, but only there.
+        if end_off > out.len() as u64 {
+            continue;
+        }
         let start_off = end_off.next_multiple_of(8);
-        let start_va = end_va + (start_off - end_off);
+        let Some(start_va) = end_va.checked_add(start_off - end_off) else {
+            continue;
+        };
         let (Some(new_end_off), Some(new_end_va)) =
             (start_off.checked_add(need), start_va.checked_add(need))
         else {
