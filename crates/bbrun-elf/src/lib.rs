@@ -12,6 +12,7 @@
 //! `patch`).
 
 mod error;
+mod grow;
 mod patch;
 mod read;
 

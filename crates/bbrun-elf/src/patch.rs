@@ -19,7 +19,7 @@ use crate::read::{
     put_word, Layout, DT_GNU_HASH, DT_HASH, DT_STRSZ, DT_STRTAB, DT_SYMTAB, PT_LOAD, SHT_NOBITS,
     STRING_TAGS,
 };
-use crate::{walk_verdef, walk_verneed, Class, SearchTag};
+use crate::{grow, walk_verdef, walk_verneed, Class, SearchTag};
 
 const SHT_STRTAB: u32 = 3;
 const SHT_DYNSYM: u32 = 11;
@@ -40,9 +40,6 @@ pub fn set_search_path(
     if l.dyn_capacity == 0 {
         return Err(ElfError::Unsupported("no dynamic section".into()));
     }
-    let strtab = l
-        .strtab
-        .ok_or_else(|| malformed("dynamic section without a string table"))?;
     if let Some(v) = value {
         if v.contains('\0') {
             return Err(ElfError::Unsupported(
@@ -51,7 +48,6 @@ pub fn set_search_path(
         }
     }
     let dt = tag.dt();
-
     // Nothing to do: return the same bytes, so a second run is a no-op.
     let current: Vec<u64> = l
         .dynamic
@@ -64,8 +60,33 @@ pub fn set_search_path(
         (Some(v), [one]) if l.dynstr(*one)? == v.as_bytes() => return Ok(data.to_vec()),
         _ => {}
     }
+    let out = match edit(&l, data, dt, &current, value) {
+        Err(ElfError::NoRoom(why)) => {
+            // Rebuilding is slower and moves tables; only when needed.
+            grow::rewrite(data, dt as u32, value.map(str::as_bytes)).map_err(|e| match e {
+                ElfError::NoRoom(more) => ElfError::NoRoom(format!("{why}; {more}")),
+                e => e,
+            })?
+        }
+        r => r?,
+    };
+    verify(&l, &out, tag, value)?;
+    Ok(out)
+}
 
-    let others = other_refs(&l, dt)?;
+/// Rewrite in place, or with the string table grown into the space after
+/// a segment.
+fn edit(
+    l: &Layout<'_>,
+    data: &[u8],
+    dt: u64,
+    current: &[u64],
+    value: Option<&str>,
+) -> Result<Vec<u8>, ElfError> {
+    let strtab = l
+        .strtab
+        .ok_or_else(|| malformed("dynamic section without a string table"))?;
+    let others = other_refs(l, dt)?;
     let mut tab =
         l.r.bytes(strtab.off, strtab.size, "dynamic string table")?
             .to_vec();
@@ -73,7 +94,7 @@ pub fn set_search_path(
     // Clear the old strings nobody else uses, so the old path is gone from
     // the file, and remember the first one as a place to reuse.
     let mut reusable: Option<(u64, u64)> = None;
-    for &o in &current {
+    for &o in current {
         let len = l.dynstr(o)?.len() as u64;
         let shared = match &others {
             Some(refs) => refs.iter().any(|&r| r >= o && r < o + len),
@@ -147,7 +168,7 @@ pub fn set_search_path(
     let old_len = strtab.size as usize;
     put(&mut out, strtab.off, &tab[..old_len]);
     if grown {
-        let (off, addr) = place_table(&l, &mut out, &tab)?;
+        let (off, addr) = place_table(l, &mut out, &tab)?;
         for e in entries.iter_mut() {
             match e.0 {
                 DT_STRTAB => e.1 = addr,
@@ -163,18 +184,17 @@ pub fn set_search_path(
         {
             let w = l.r.word_size();
             let at = h.hdr_off + 8 + w;
-            write_word(&l, &mut out, at, addr);
-            write_word(&l, &mut out, at + w, off);
-            write_word(&l, &mut out, at + 2 * w, tab.len() as u64);
+            write_word(l, &mut out, at, addr);
+            write_word(l, &mut out, at + w, off);
+            write_word(l, &mut out, at + 2 * w, tab.len() as u64);
         }
     }
     for i in 0..l.dyn_capacity {
         let (tag, val) = entries.get(i as usize).copied().unwrap_or((0, 0));
         let at = l.dyn_off + i * l.dyn_entsize;
-        write_word(&l, &mut out, at, tag);
-        write_word(&l, &mut out, at + l.r.word_size(), val);
+        write_word(l, &mut out, at, tag);
+        write_word(l, &mut out, at + l.r.word_size(), val);
     }
-    verify(&l, &out, tag, value)?;
     Ok(out)
 }
 

@@ -89,6 +89,9 @@ fn mutation() -> impl Strategy<Value = Mutation> {
             prop_oneof![
                 Just("$ORIGIN/../lib".to_string()),
                 "[$A-Za-z/._:]{0,300}".prop_map(|s| s),
+                // Longer than any padding after a segment: the file is
+                // rebuilt with a new segment.
+                (5000usize..9000).prop_map(|n| "/x".repeat(n / 2)),
             ],
         ),
     )
