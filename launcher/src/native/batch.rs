@@ -47,11 +47,19 @@ impl Batch {
                 .with_context(|| format!("{}: cannot create temporary file", tmp.display()))?;
             f.write_all(bytes)
                 .with_context(|| format!("{}: cannot write", tmp.display()))?;
-            // The umask may have narrowed the mode; set it exactly.
-            fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))
+            // The umask may have narrowed the mode; set it exactly (on the
+            // open file: no second path lookup per file).
+            f.set_permissions(fs::Permissions::from_mode(mode))
                 .with_context(|| format!("{}: cannot set mode", tmp.display()))?;
-            // Keep ownership when we can (root freezing a user's tree).
-            let _ = std::os::unix::fs::lchown(&tmp, Some(meta.uid()), Some(meta.gid()));
+            // Keep ownership when it differs and we can (root freezing a
+            // user's tree).
+            let ours = (
+                nix::unistd::geteuid().as_raw(),
+                nix::unistd::getegid().as_raw(),
+            );
+            if (meta.uid(), meta.gid()) != ours {
+                let _ = std::os::unix::fs::fchown(&f, Some(meta.uid()), Some(meta.gid()));
+            }
             Ok(())
         })();
         if let Err(e) = written {
