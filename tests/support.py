@@ -83,7 +83,8 @@ def tree_digest(root, skip=(".bbrun",)):
     out = {}
     for dirpath, dirnames, filenames in os.walk(root):
         rel_dir = os.path.relpath(dirpath, root)
-        dirnames[:] = [d for d in dirnames if os.path.join(rel_dir, d).lstrip("./") not in skip]
+        # normpath, not lstrip("./"), which would also eat the dot of ".bbrun".
+        dirnames[:] = [d for d in dirnames if os.path.normpath(os.path.join(rel_dir, d)) not in skip]
         for name in filenames:
             p = os.path.join(dirpath, name)
             if os.path.islink(p):
