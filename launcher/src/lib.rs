@@ -15,6 +15,7 @@ pub mod interp;
 pub mod launch;
 pub mod map;
 pub mod native;
+pub mod pymodule;
 pub mod relocate;
 pub mod shebang;
 pub mod shim;
