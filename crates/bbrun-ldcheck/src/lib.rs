@@ -7,6 +7,7 @@
 
 pub mod cache;
 pub mod expand;
+pub mod fs;
 pub mod machine;
 pub mod object;
 pub mod policy;
