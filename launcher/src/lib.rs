@@ -7,8 +7,10 @@
 //! points script first lines at the launcher.
 
 pub mod bundle;
+pub mod check;
 pub mod cli;
 pub mod commands;
+pub mod elfwalk;
 pub mod freeze;
 pub mod fsutil;
 pub mod interp;

@@ -22,11 +22,7 @@ impl SysPathRoots {
     pub fn for_tree(root: &Path, map: &RelocationMap) -> SysPathRoots {
         let here = root.to_string_lossy().into_owned();
         let pairs = crate::relocate::rewrite_pairs(map, &here);
-        let mut roots: Vec<PathBuf> = map
-            .prefixes
-            .iter()
-            .map(|p| root.join(&p.in_tree))
-            .collect();
+        let mut roots: Vec<PathBuf> = map.prefixes.iter().map(|p| root.join(&p.in_tree)).collect();
         if let Ok(found) = crate::freeze::scripts::find(root, Some(map)) {
             for entry in found.iter().flat_map(|f| f.sys_path.iter()) {
                 let mapped = pairs.iter().find_map(|(old, new)| {
@@ -123,9 +119,14 @@ mod tests {
             roots: vec![PathBuf::from("/t/src")],
         };
         let f = Path::new("/v/lib/python3.11/site-packages/zope/interface/_zope.abi3.so");
-        assert_eq!(roots.module_name(f).as_deref(), Some("zope.interface._zope"));
         assert_eq!(
-            roots.module_name(Path::new("/t/src/demo/_speed.so")).as_deref(),
+            roots.module_name(f).as_deref(),
+            Some("zope.interface._zope")
+        );
+        assert_eq!(
+            roots
+                .module_name(Path::new("/t/src/demo/_speed.so"))
+                .as_deref(),
             Some("demo._speed")
         );
         assert_eq!(roots.module_name(Path::new("/elsewhere/x.so")), None);
