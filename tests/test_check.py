@@ -18,8 +18,12 @@ EXT_SUFFIX = sysconfig.get_config_var("EXT_SUFFIX")
 EXT_C = r"""
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <unistd.h>
 int bb_value(void);
-static PyObject *value(PyObject *self, PyObject *args) { return PyLong_FromLong(bb_value()); }
+/* getpid: a versioned libc symbol (GLIBC_2.2.5 on x86-64) to test against. */
+static PyObject *value(PyObject *self, PyObject *args) {
+    return PyLong_FromLong(bb_value() + (getpid() > 0 ? 0 : 1));
+}
 static PyMethodDef methods[] = {{"value", value, METH_NOARGS, NULL}, {NULL, NULL, 0, NULL}};
 static struct PyModuleDef mod = {PyModuleDef_HEAD_INIT, "bbext", NULL, -1, methods};
 PyMODINIT_FUNC PyInit_bbext(void) { return PyModule_Create(&mod); }
