@@ -108,6 +108,9 @@ def test_missing_library_reported_with_module(tree_with_ext, bbrun, tmp_path):
 
 def test_vendor_libs_makes_tree_independent(tree_with_ext, bbrun, tmp_path):
     b, lib = tree_with_ext["root"], tree_with_ext["lib"]
+    dry = json.loads(run([bbrun, "freeze", "--json", "--dry-run", "--vendor-libs", b]).stdout)
+    assert any(n.startswith("would vendor libbbmissing.so") for n in dry["notes"]), dry["notes"]
+    assert not (b / ".bbrun" / "lib").exists()
     out = json.loads(run([bbrun, "freeze", "--json", "--vendor-libs", b]).stdout)
     assert any("libbbmissing.so" in n for n in out["notes"]), out["notes"]
     vendored = b / ".bbrun" / "lib" / "libbbmissing.so"

@@ -106,7 +106,8 @@ pub fn bundle_python(
     let exe = root.join(&exe_rel);
     let mut users = vec![exe.clone()];
     users.extend(elf_files(&dest.join("lib"), &[])?);
-    let v = crate::vendor::vendor_into(root, &users, &dest.join("lib"), true, false)?;
+    let config = bbrun_ldcheck::machine::this_machine().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let v = crate::vendor::vendor_into(&config, root, &users, &dest.join("lib"), true, false)?;
     crate::vendor::describe(root, &v, false, report);
     fsutil::atomic_write(&dest.join(STAMP), stamp.as_bytes(), 0o644)?;
     report.notes.push(format!(

@@ -23,3 +23,5 @@ pub mod shebang;
 pub mod shim;
 pub mod tree;
 pub mod vendor;
+#[cfg(test)]
+mod vendor_tests;

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use bbrun_elf::{Kind, SearchTag};
 use bbrun_ldcheck::fs::{self as ldfs, FileSource};
-use bbrun_ldcheck::{machine, policy, Process};
+use bbrun_ldcheck::{machine, policy, Config, Process};
 
 use crate::elfwalk::{display_rel, elf_files, origin_relative};
 use crate::fsutil;
@@ -49,7 +49,8 @@ pub fn vendor_libs(
     let python = Path::new(crate::bundle::BUNDLE_DIR);
     let files = elf_files(root, &[shim.as_path(), python])?;
     let lib_dir = root.join(LIB_DIR);
-    let v = vendor_into(root, &files, &lib_dir, false, dry_run)?;
+    let config = machine::this_machine().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let v = vendor_into(&config, root, &files, &lib_dir, false, dry_run)?;
     describe(root, &v, dry_run, report);
     Ok(())
 }
@@ -82,13 +83,13 @@ pub fn describe(root: &Path, v: &Vendoring, dry_run: bool, report: &mut NativeRe
 /// search-path entries outside `root` are removed as well (a bundled
 /// interpreter must not reach back to its original installation).
 pub fn vendor_into(
+    config: &Config,
     root: &Path,
     users: &[PathBuf],
     lib_dir: &Path,
     drop_external: bool,
     dry_run: bool,
 ) -> Result<Vendoring> {
-    let config = machine::this_machine().map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut source = FileSource::new();
     let root_real = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
     let inside = |p: &Path| {
@@ -110,7 +111,7 @@ pub fn vendor_into(
             to_patch.insert(user.clone());
         }
         let mut p = Process::new();
-        p.load(obj, None, &config, &mut source);
+        p.load(obj, None, config, &mut source);
         for e in &p.edges {
             let from = &p.nodes[e.from].object;
             // What a system library needs is the system's business.

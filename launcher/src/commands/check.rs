@@ -14,6 +14,9 @@ use crate::check::{self, CheckReport};
 use crate::fsutil;
 
 #[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Exit status: 0 when every library resolves, 1 when problems were found, 2 when the check could not run."
+)]
 pub struct Args {
     /// The tree to check (a frozen buildout or virtualenv).
     pub path: PathBuf,
