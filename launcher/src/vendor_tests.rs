@@ -75,11 +75,27 @@ fn vendors_transitively_and_is_idempotent() {
     let mut config = machine::this_machine().unwrap();
     config.ld_library_path = vec![d.join("ext").to_string_lossy().into_owned()];
 
-    let dry = vendor_into(&config, &tree, &[user.clone()], &lib_dir, false, true).unwrap();
+    let dry = vendor_into(
+        &config,
+        &tree,
+        std::slice::from_ref(&user),
+        &lib_dir,
+        false,
+        true,
+    )
+    .unwrap();
     assert_eq!(dry.copied.len(), 2);
     assert!(!lib_dir.exists(), "dry run wrote");
 
-    let v = vendor_into(&config, &tree, &[user.clone()], &lib_dir, false, false).unwrap();
+    let v = vendor_into(
+        &config,
+        &tree,
+        std::slice::from_ref(&user),
+        &lib_dir,
+        false,
+        false,
+    )
+    .unwrap();
     assert_eq!(
         v.copied.keys().collect::<Vec<_>>(),
         vec!["libv1.so", "libv2.so"]
@@ -97,7 +113,15 @@ fn vendors_transitively_and_is_idempotent() {
     assert_eq!(p.missing(0).count(), 0, "{:?}", p.edges);
     assert!(crate::fsutil::normalize(&p.nodes[1].object.path).starts_with(&lib_dir));
 
-    let again = vendor_into(&config, &tree, &[user.clone()], &lib_dir, false, false).unwrap();
+    let again = vendor_into(
+        &config,
+        &tree,
+        std::slice::from_ref(&user),
+        &lib_dir,
+        false,
+        false,
+    )
+    .unwrap();
     assert!(
         again.copied.is_empty() && again.patched.is_empty(),
         "{again:?}"
