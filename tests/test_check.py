@@ -165,10 +165,21 @@ def test_bundle_python_runs_without_original_interpreter(frozen_sample, bbrun, t
     bundled = b / ".bbrun" / "python" / "bin"
     assert any(p.name.startswith("python3.") for p in bundled.iterdir())
     assert not (b / ".bbrun" / "python" / "lib" / sysconfig.get_python_version()).joinpath("test").exists()
+    again = json.loads(run([bbrun, "freeze", "--json", "--bundle-python", b]).stdout)
+    assert any("already holds" in n for n in again["notes"]), again["notes"]
     proc = check(bbrun, b, "--json")
     report = json.loads(proc.stdout)
     assert proc.returncode == 0, report["problems"]
     assert report["interpreter"].startswith(str(b))
+    # The real loader finds libpython and _ssl's libraries inside the tree.
+    env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
+    for f in report["files"]:
+        if f["kind"] == "executable" or f["module"] == "_ssl":
+            out = run(["ldd", b / f["path"]], env=env).stdout
+            for line in out.splitlines():
+                name = line.strip().split(" ")[0]
+                if name.startswith(("libpython", "libssl", "libcrypto")):
+                    assert str(b) in line, (f["path"], line)
 
     c = copy_tree(b, tmp_path / "c")
     shutil.rmtree(b)

@@ -252,11 +252,13 @@ impl Process {
                 return Some((hit, Via::Runpath));
             }
         }
-        for entry in config
-            .cache
-            .iter()
-            .filter(|e| e.name == name && !e.is_hwcaps_variant())
-        {
+        // Plain entries first; legacy hwcap variants (`tls/`, `x86_64/`
+        // subdirectories) after; `glibc-hwcaps/` variants never, as they
+        // depend on the CPU (every such library has a plain entry too).
+        let named = || config.cache.iter().filter(|e| e.name == name);
+        let plain = named().filter(|e| e.hwcap == 0);
+        let legacy = named().filter(|e| e.hwcap != 0 && !e.is_hwcaps_variant());
+        for entry in plain.chain(legacy) {
             if let Some(o) = look.path(PathBuf::from(&entry.path)) {
                 return Some((o, Via::Cache));
             }
