@@ -22,7 +22,8 @@ pub fn this_machine() -> Result<Config, CacheError> {
     let ld_library_path = std::env::var("LD_LIBRARY_PATH")
         .ok()
         .filter(|s| !s.is_empty())
-        .map(|s| crate::expand::split_path(&s))
+        // ld.so accepts `;` as a separator here too.
+        .map(|s| crate::expand::split_path(&s.replace(';', ":")))
         .unwrap_or_default();
     let (default_dirs, lib) = default_dirs(Path::new("/"));
     Ok(Config {
