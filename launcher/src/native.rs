@@ -1,12 +1,23 @@
 //! Native code during freeze: ELF files found in the tree get their RPATHs
 //! made `$ORIGIN`-relative (and, on request, their libraries vendored and the
-//! interpreter bundled). Filled in by the ELF work; freeze calls it.
+//! interpreter bundled). Freeze calls [`freeze_native`].
+//!
+//! A search path entry that names a directory inside the tree (under any
+//! root the tree was built or relocated at, or under a prefix freeze copied
+//! in) becomes `$ORIGIN/<relative path>`, which the loader resolves against
+//! the directory of the file itself, wherever the tree is moved. The pass
+//! plans every file first and writes only when the plan is complete, so
+//! `--external-rpath error` fails before anything changed.
 
-use std::path::Path;
+use std::fs::File;
+use std::io::Read;
+use std::path::{Component, Path};
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
+use bbrun_elf::SearchTag;
 
-use crate::map::{InventoryEntry, RelocationMap};
+use crate::fsutil;
+use crate::map::{self, Action, FileKind, InventoryEntry, RelocationMap, STATE_DIR};
 
 /// What to do with RPATH/RUNPATH entries that point outside the root.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -52,6 +63,8 @@ pub fn freeze_native(
     dry_run: bool,
 ) -> Result<NativeReport> {
     let mut report = NativeReport::default();
+    let places = InTree::for_map(root, map)?;
+    relativize_rpaths(root, &places, opts.external_rpath, dry_run, &mut report)?;
     if opts.vendor_libs {
         crate::vendor::vendor_libs(root, map, dry_run, &mut report)?;
     }
@@ -59,4 +72,382 @@ pub fn freeze_native(
         crate::bundle::bundle_python(root, map, dry_run, &mut report)?;
     }
     Ok(report)
+}
+
+/// Absolute paths that lie inside the tree, and where: each base maps to a
+/// directory relative to the root ("" for the root itself).
+#[derive(Debug, Clone, Default)]
+pub struct InTree {
+    bases: Vec<(String, String)>,
+}
+
+impl InTree {
+    /// Every root the tree had (build, realpath, relocations), the current
+    /// root and its realpath, and every collected prefix.
+    pub fn for_map(root: &Path, map: &RelocationMap) -> Result<InTree> {
+        let mut places = InTree::default();
+        for r in map.old_roots() {
+            places.add(r, "");
+        }
+        places.add(&root.to_string_lossy(), "");
+        let real = std::fs::canonicalize(root)
+            .with_context(|| format!("{}: cannot resolve", root.display()))?;
+        places.add(&real.to_string_lossy(), "");
+        for p in &map.prefixes {
+            places.add(&p.original, &p.in_tree);
+        }
+        Ok(places)
+    }
+
+    pub fn add(&mut self, base: &str, in_tree: &str) {
+        let base = base.trim_end_matches('/');
+        if !base.is_empty() && !self.bases.iter().any(|(b, _)| b == base) {
+            self.bases.push((base.to_string(), in_tree.to_string()));
+            // Longest first: a prefix nested in a root maps by its own entry.
+            self.bases.sort_by_key(|(b, _)| std::cmp::Reverse(b.len()));
+        }
+    }
+
+    /// The root-relative directory an absolute path names, if inside.
+    pub fn locate(&self, path: &str) -> Option<String> {
+        let path = fsutil::normalize(Path::new(path));
+        let path = path.to_string_lossy();
+        self.bases.iter().find_map(|(base, in_tree)| {
+            let rest = fsutil::relative_inside(&path, base)?;
+            Some(join_rel(in_tree, &rest))
+        })
+    }
+}
+
+fn join_rel(a: &str, b: &str) -> String {
+    match (a.is_empty(), b.is_empty()) {
+        (true, _) => b.to_string(),
+        (_, true) => a.to_string(),
+        _ => format!("{a}/{b}"),
+    }
+}
+
+/// `$ORIGIN` form of `target` (root-relative dir) seen from `from`
+/// (root-relative dir of the ELF file).
+pub fn origin_relative(from: &str, target: &str) -> String {
+    let parts = |s: &str| -> Vec<String> {
+        Path::new(s)
+            .components()
+            .filter_map(|c| match c {
+                Component::Normal(n) => Some(n.to_string_lossy().into_owned()),
+                _ => None,
+            })
+            .collect()
+    };
+    let (from, target) = (parts(from), parts(target));
+    let common = from.iter().zip(&target).take_while(|(a, b)| a == b).count();
+    let mut out = String::from("$ORIGIN");
+    for _ in common..from.len() {
+        out.push_str("/..");
+    }
+    for t in &target[common..] {
+        out.push('/');
+        out.push_str(t);
+    }
+    out
+}
+
+/// The plan for one search path value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathPlan {
+    /// The new value; `None` when every entry was dropped.
+    pub new: Option<String>,
+    /// Entries outside the tree (kept, dropped or refused per policy).
+    pub external: Vec<String>,
+}
+
+/// Rewrite one RPATH/RUNPATH value for an ELF file in `file_dir`
+/// (root-relative).
+pub fn plan_search_path(
+    value: &str,
+    file_dir: &str,
+    places: &InTree,
+    policy: ExternalRpath,
+) -> PathPlan {
+    let mut entries = Vec::new();
+    let mut external = Vec::new();
+    for entry in value.split(':') {
+        if entry.starts_with("$ORIGIN") || entry.starts_with("${ORIGIN}") || entry.is_empty() {
+            entries.push(entry.to_string());
+            continue;
+        }
+        match entry
+            .starts_with('/')
+            .then(|| places.locate(entry))
+            .flatten()
+        {
+            Some(target) => entries.push(origin_relative(file_dir, &target)),
+            None => {
+                // Absolute paths elsewhere, and relative ones (which the
+                // loader resolves against the working directory).
+                external.push(entry.to_string());
+                if policy != ExternalRpath::Drop {
+                    entries.push(entry.to_string());
+                }
+            }
+        }
+    }
+    PathPlan {
+        new: (!entries.is_empty()).then(|| entries.join(":")),
+        external,
+    }
+}
+
+/// One ELF file to rewrite: its path, and each tag's old and new value.
+struct FilePlan {
+    rel: String,
+    changes: Vec<(SearchTag, String, Option<String>)>,
+}
+
+/// Find every ELF file in the tree by its magic, and make the search path
+/// entries that point inside the tree `$ORIGIN`-relative.
+pub fn relativize_rpaths(
+    root: &Path,
+    places: &InTree,
+    policy: ExternalRpath,
+    dry_run: bool,
+    report: &mut NativeReport,
+) -> Result<()> {
+    let previous = map::load_inventory(&map::inventory_path(root)).unwrap_or_default();
+    let mut plans = Vec::new();
+    let mut refused = Vec::new();
+    for rel in elf_candidates(root)? {
+        let path = root.join(&rel);
+        let data =
+            std::fs::read(&path).with_context(|| format!("{}: cannot read", path.display()))?;
+        if !bbrun_elf::is_elf(&data) {
+            // Named like a shared library but not one (often empty): the
+            // loader would refuse it; say so, touch nothing.
+            report.notes.push(format!(
+                "{rel}: not rewritten: named like a shared library but not an ELF file ({} bytes)",
+                data.len()
+            ));
+            continue;
+        }
+        let info = match bbrun_elf::parse(&data) {
+            Ok(info) => info,
+            Err(e) => {
+                report.notes.push(format!("{rel}: not rewritten: {e}"));
+                continue;
+            }
+        };
+        let dir = Path::new(&rel)
+            .parent()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut changes = Vec::new();
+        let tags = [
+            (SearchTag::Rpath, "RPATH", &info.rpath),
+            (SearchTag::Runpath, "RUNPATH", &info.runpath),
+        ];
+        for (tag, name, value) in tags {
+            let Some(value) = value else { continue };
+            let plan = plan_search_path(value, &dir, places, policy);
+            for ext in &plan.external {
+                match policy {
+                    ExternalRpath::Keep => report.notes.push(format!(
+                        "{rel}: {name} entry {ext} is outside the tree; kept (--external-rpath keep)"
+                    )),
+                    ExternalRpath::Drop => report.notes.push(format!(
+                        "{rel}: {name} entry {ext} is outside the tree; dropped"
+                    )),
+                    ExternalRpath::Error => refused.push(format!("{rel} ({name} {ext})")),
+                }
+            }
+            if plan.new.as_deref() != Some(value.as_str()) {
+                changes.push((tag, value.clone(), plan.new));
+            }
+        }
+        if !changes.is_empty() {
+            plans.push(FilePlan { rel, changes });
+        } else if previous
+            .files
+            .iter()
+            .any(|e| e.path == rel && e.action == Action::RpathRelativized)
+        {
+            // Relativized by an earlier freeze: still so, nothing to do.
+            report
+                .entries
+                .push(elf_entry(&rel, Action::RpathRelativized));
+        }
+    }
+    if !refused.is_empty() {
+        bail!(
+            "{}: search paths outside the tree (--external-rpath error): {}",
+            root.display(),
+            refused.join(", ")
+        );
+    }
+    for plan in plans {
+        apply(root, plan, dry_run, report)?;
+    }
+    Ok(())
+}
+
+fn elf_entry(rel: &str, action: Action) -> InventoryEntry {
+    InventoryEntry {
+        path: rel.to_string(),
+        kind: FileKind::Elf,
+        action,
+    }
+}
+
+/// Rewrite one file (or, in a dry run, say what would change).
+fn apply(root: &Path, plan: FilePlan, dry_run: bool, report: &mut NativeReport) -> Result<()> {
+    let path = root.join(&plan.rel);
+    let describe = |tag: SearchTag, old: &str, new: &Option<String>| {
+        let name = if tag == SearchTag::Rpath {
+            "RPATH"
+        } else {
+            "RUNPATH"
+        };
+        match new {
+            Some(new) => format!("{name} {old} -> {new}"),
+            None => format!("{name} {old} removed"),
+        }
+    };
+    let what: Vec<String> = plan
+        .changes
+        .iter()
+        .map(|(t, o, n)| describe(*t, o, n))
+        .collect();
+    if dry_run {
+        report
+            .notes
+            .push(format!("{}: would rewrite {}", plan.rel, what.join(", ")));
+        report
+            .entries
+            .push(elf_entry(&plan.rel, Action::RpathRelativized));
+        return Ok(());
+    }
+    // Read again: the plan was made from an earlier read, and the write
+    // below must start from what is on disk now.
+    let mut data =
+        std::fs::read(&path).with_context(|| format!("{}: cannot read", path.display()))?;
+    for (tag, _, new) in &plan.changes {
+        match bbrun_elf::set_search_path(&data, *tag, new.as_deref()) {
+            Ok(out) => data = out,
+            Err(e) => {
+                report
+                    .notes
+                    .push(format!("{}: not rewritten: {e}", plan.rel));
+                report.entries.push(elf_entry(&plan.rel, Action::Reported));
+                return Ok(());
+            }
+        }
+    }
+    fsutil::atomic_write(&path, &data, 0o755)?;
+    report
+        .notes
+        .push(format!("{}: {}", plan.rel, what.join(", ")));
+    report
+        .entries
+        .push(elf_entry(&plan.rel, Action::RpathRelativized));
+    Ok(())
+}
+
+/// Root-relative paths of regular files that start with the ELF magic, or
+/// are named like shared libraries (so a broken one is reported), outside
+/// bbrun's own shim.
+fn elf_candidates(root: &Path) -> Result<Vec<String>> {
+    let shim = Path::new(STATE_DIR).join("shim");
+    let walker = walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| e.path().strip_prefix(root).map_or(true, |r| r != shim));
+    let mut out = Vec::new();
+    for entry in walker {
+        let entry = entry.with_context(|| format!("{}: cannot walk", root.display()))?;
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let rel = match entry.path().strip_prefix(root) {
+            Ok(r) => r.to_string_lossy().into_owned(),
+            Err(_) => continue,
+        };
+        let name = entry.file_name().to_string_lossy();
+        if has_elf_magic(entry.path()) || looks_like_shared_library(&name) {
+            out.push(rel);
+        }
+    }
+    Ok(out)
+}
+
+/// `libx.so`, `ext.cpython-311-x86_64-linux-gnu.so`, `libx.so.1.2`.
+fn looks_like_shared_library(name: &str) -> bool {
+    name.ends_with(".so")
+        || name
+            .split_once(".so.")
+            .is_some_and(|(_, v)| v.starts_with(|c: char| c.is_ascii_digit()))
+}
+
+/// Only the first four bytes are read: most files in a tree are not ELF,
+/// and some are large.
+fn has_elf_magic(path: &Path) -> bool {
+    let mut magic = [0u8; 4];
+    File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok()
+        && bbrun_elf::is_elf(&magic)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn places() -> InTree {
+        let mut p = InTree::default();
+        p.add("/build/a", "");
+        p.add("/real/build/a", "");
+        p.add("/venv/lib/site", ".bbrun/external/01-site");
+        p
+    }
+
+    #[test]
+    fn origin_relative_paths() {
+        assert_eq!(origin_relative("a/b", "a/b"), "$ORIGIN");
+        assert_eq!(origin_relative("a/b", "a/c/lib"), "$ORIGIN/../c/lib");
+        assert_eq!(origin_relative("", "parts/lib"), "$ORIGIN/parts/lib");
+        assert_eq!(origin_relative("eggs/x/y", ""), "$ORIGIN/../../..");
+    }
+
+    #[test]
+    fn inside_entries_become_origin_relative() {
+        let p = places();
+        let plan = plan_search_path(
+            "/build/a/parts/demo/lib:$ORIGIN/.libs:/usr/local/lib:/real/build/a/lib/../lib2:/venv/lib/site/pkg",
+            "eggs/demo.egg/demo",
+            &p,
+            ExternalRpath::Keep,
+        );
+        assert_eq!(
+            plan.new.as_deref(),
+            Some("$ORIGIN/../../../parts/demo/lib:$ORIGIN/.libs:/usr/local/lib:$ORIGIN/../../../lib2:$ORIGIN/../../../.bbrun/external/01-site/pkg")
+        );
+        assert_eq!(plan.external, vec!["/usr/local/lib"]);
+    }
+
+    #[test]
+    fn drop_policy_removes_external_entries() {
+        let p = places();
+        let plan = plan_search_path("/usr/lib/x:/build/a/lib", "lib", &p, ExternalRpath::Drop);
+        assert_eq!(plan.new.as_deref(), Some("$ORIGIN"));
+        let plan = plan_search_path("/opt/x", "lib", &p, ExternalRpath::Drop);
+        assert_eq!(plan.new, None);
+        assert_eq!(plan.external, vec!["/opt/x"]);
+    }
+
+    #[test]
+    fn sibling_of_root_is_not_inside() {
+        let p = places();
+        let plan = plan_search_path("/build/ab/lib", "lib", &p, ExternalRpath::Keep);
+        assert_eq!(plan.new.as_deref(), Some("/build/ab/lib"));
+        assert_eq!(plan.external, vec!["/build/ab/lib"]);
+    }
 }

@@ -12,6 +12,7 @@
 //! `patch`).
 
 mod error;
+mod grow;
 mod patch;
 mod read;
 
@@ -138,8 +139,9 @@ pub fn parse(data: &[u8]) -> Result<ElfInfo, ElfError> {
     })
 }
 
-/// Upper bound on entries walked in a version chain: a file cannot hold
-/// more 16-byte records than it has bytes, so a cycle ends here.
+/// Upper bound on records walked in the version chains of one file (aux
+/// records included): a file cannot hold more 8-byte records than it has
+/// bytes, so a cycle ends here instead of looping or filling memory.
 fn chain_limit(l: &Layout<'_>) -> u64 {
     l.r.data.len() as u64 / 8 + 1
 }
@@ -154,8 +156,9 @@ pub(crate) fn walk_verneed(l: &Layout<'_>) -> Result<Vec<(u64, Vec<u64>)>, ElfEr
     };
     let what = "version needs (.gnu.version_r)";
     let count = l.dyn_val(DT_VERNEEDNUM).unwrap_or(u64::MAX);
+    let mut budget = chain_limit(l);
     let mut out = Vec::new();
-    for _ in 0..count.min(chain_limit(l)) {
+    for _ in 0..count.min(budget) {
         let cnt = l.r.u16(at.saturating_add(2), what)?;
         let file = u64::from(l.r.u32(at.saturating_add(4), what)?);
         let aux = l.r.u32(at.saturating_add(8), what)?;
@@ -163,6 +166,9 @@ pub(crate) fn walk_verneed(l: &Layout<'_>) -> Result<Vec<(u64, Vec<u64>)>, ElfEr
         let mut names = Vec::new();
         let mut a = at.saturating_add(u64::from(aux));
         for _ in 0..cnt {
+            budget = budget
+                .checked_sub(1)
+                .ok_or_else(|| error::malformed(format!("{what}: endless chain")))?;
             names.push(u64::from(l.r.u32(a.saturating_add(8), what)?));
             let anext = l.r.u32(a.saturating_add(12), what)?;
             if anext == 0 {
@@ -186,8 +192,9 @@ pub(crate) fn walk_verdef(l: &Layout<'_>) -> Result<Vec<(bool, Vec<u64>)>, ElfEr
     };
     let what = "version definitions (.gnu.version_d)";
     let count = l.dyn_val(DT_VERDEFNUM).unwrap_or(u64::MAX);
+    let mut budget = chain_limit(l);
     let mut out = Vec::new();
-    for _ in 0..count.min(chain_limit(l)) {
+    for _ in 0..count.min(budget) {
         let flags = l.r.u16(at.saturating_add(2), what)?;
         let cnt = l.r.u16(at.saturating_add(6), what)?;
         let aux = l.r.u32(at.saturating_add(12), what)?;
@@ -195,6 +202,9 @@ pub(crate) fn walk_verdef(l: &Layout<'_>) -> Result<Vec<(bool, Vec<u64>)>, ElfEr
         let mut names = Vec::new();
         let mut a = at.saturating_add(u64::from(aux));
         for _ in 0..cnt {
+            budget = budget
+                .checked_sub(1)
+                .ok_or_else(|| error::malformed(format!("{what}: endless chain")))?;
             names.push(u64::from(l.r.u32(a, what)?));
             let anext = l.r.u32(a.saturating_add(4), what)?;
             if anext == 0 {

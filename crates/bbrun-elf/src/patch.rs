@@ -19,7 +19,7 @@ use crate::read::{
     put_word, Layout, DT_GNU_HASH, DT_HASH, DT_STRSZ, DT_STRTAB, DT_SYMTAB, PT_LOAD, SHT_NOBITS,
     STRING_TAGS,
 };
-use crate::{walk_verdef, walk_verneed, Class, SearchTag};
+use crate::{grow, walk_verdef, walk_verneed, Class, SearchTag};
 
 const SHT_STRTAB: u32 = 3;
 const SHT_DYNSYM: u32 = 11;
@@ -33,13 +33,13 @@ pub fn set_search_path(
     tag: SearchTag,
     value: Option<&str>,
 ) -> Result<Vec<u8>, ElfError> {
+    // Only files `parse` accepts are rewritten: what bbrun reports about a
+    // file and what it changes rest on the same reading.
+    crate::parse(data)?;
     let l = Layout::read(data)?;
     if l.dyn_capacity == 0 {
         return Err(ElfError::Unsupported("no dynamic section".into()));
     }
-    let strtab = l
-        .strtab
-        .ok_or_else(|| malformed("dynamic section without a string table"))?;
     if let Some(v) = value {
         if v.contains('\0') {
             return Err(ElfError::Unsupported(
@@ -48,7 +48,6 @@ pub fn set_search_path(
         }
     }
     let dt = tag.dt();
-
     // Nothing to do: return the same bytes, so a second run is a no-op.
     let current: Vec<u64> = l
         .dynamic
@@ -61,8 +60,33 @@ pub fn set_search_path(
         (Some(v), [one]) if l.dynstr(*one)? == v.as_bytes() => return Ok(data.to_vec()),
         _ => {}
     }
+    let out = match edit(&l, data, dt, &current, value) {
+        Err(ElfError::NoRoom(why)) => {
+            // Rebuilding is slower and moves tables; only when needed.
+            grow::rewrite(data, dt as u32, value.map(str::as_bytes)).map_err(|e| match e {
+                ElfError::NoRoom(more) => ElfError::NoRoom(format!("{why}; {more}")),
+                e => e,
+            })?
+        }
+        r => r?,
+    };
+    verify(&l, &out, tag, value)?;
+    Ok(out)
+}
 
-    let others = other_refs(&l, dt)?;
+/// Rewrite in place, or with the string table grown into the space after
+/// a segment.
+fn edit(
+    l: &Layout<'_>,
+    data: &[u8],
+    dt: u64,
+    current: &[u64],
+    value: Option<&str>,
+) -> Result<Vec<u8>, ElfError> {
+    let strtab = l
+        .strtab
+        .ok_or_else(|| malformed("dynamic section without a string table"))?;
+    let others = other_refs(l, dt)?;
     let mut tab =
         l.r.bytes(strtab.off, strtab.size, "dynamic string table")?
             .to_vec();
@@ -70,7 +94,7 @@ pub fn set_search_path(
     // Clear the old strings nobody else uses, so the old path is gone from
     // the file, and remember the first one as a place to reuse.
     let mut reusable: Option<(u64, u64)> = None;
-    for &o in &current {
+    for &o in current {
         let len = l.dynstr(o)?.len() as u64;
         let shared = match &others {
             Some(refs) => refs.iter().any(|&r| r >= o && r < o + len),
@@ -144,7 +168,7 @@ pub fn set_search_path(
     let old_len = strtab.size as usize;
     put(&mut out, strtab.off, &tab[..old_len]);
     if grown {
-        let (off, addr) = place_table(&l, &mut out, &tab)?;
+        let (off, addr) = place_table(l, &mut out, &tab)?;
         for e in entries.iter_mut() {
             match e.0 {
                 DT_STRTAB => e.1 = addr,
@@ -160,18 +184,45 @@ pub fn set_search_path(
         {
             let w = l.r.word_size();
             let at = h.hdr_off + 8 + w;
-            write_word(&l, &mut out, at, addr);
-            write_word(&l, &mut out, at + w, off);
-            write_word(&l, &mut out, at + 2 * w, tab.len() as u64);
+            write_word(l, &mut out, at, addr);
+            write_word(l, &mut out, at + w, off);
+            write_word(l, &mut out, at + 2 * w, tab.len() as u64);
         }
     }
     for i in 0..l.dyn_capacity {
         let (tag, val) = entries.get(i as usize).copied().unwrap_or((0, 0));
         let at = l.dyn_off + i * l.dyn_entsize;
-        write_word(&l, &mut out, at, tag);
-        write_word(&l, &mut out, at + l.r.word_size(), val);
+        write_word(l, &mut out, at, tag);
+        write_word(l, &mut out, at + l.r.word_size(), val);
     }
     Ok(out)
+}
+
+/// Read the result back: in a file whose tables overlap, one write can
+/// land on another table, so a result that does not say what was asked,
+/// or lost other dynamic strings, is refused rather than returned.
+fn verify(
+    before: &Layout<'_>,
+    out: &[u8],
+    tag: SearchTag,
+    value: Option<&str>,
+) -> Result<(), ElfError> {
+    let fail = || malformed("overlapping tables: the rewritten file does not read back");
+    let after = crate::parse(out).map_err(|_| fail())?;
+    let got = match tag {
+        SearchTag::Rpath => after.rpath.as_deref(),
+        SearchTag::Runpath => after.runpath.as_deref(),
+    };
+    let needed: Vec<String> = before
+        .dynamic
+        .iter()
+        .filter(|d| d.tag == crate::read::DT_NEEDED)
+        .map(|d| before.dynstr_string(d.val))
+        .collect::<Result<_, _>>()?;
+    if got != value || after.needed != needed {
+        return Err(fail());
+    }
+    Ok(())
 }
 
 fn put(out: &mut [u8], off: u64, bytes: &[u8]) {
@@ -297,8 +348,14 @@ fn place_table(l: &Layout<'_>, out: &mut Vec<u8>, tab: &[u8]) -> Result<(u64, u6
         let Some(end_va) = s.vaddr.checked_add(s.memsz) else {
             continue;
         };
+        // The file may grow at its end, but only there.
+        if end_off > out.len() as u64 {
+            continue;
+        }
         let start_off = end_off.next_multiple_of(8);
-        let start_va = end_va + (start_off - end_off);
+        let Some(start_va) = end_va.checked_add(start_off - end_off) else {
+            continue;
+        };
         let (Some(new_end_off), Some(new_end_va)) =
             (start_off.checked_add(need), start_va.checked_add(need))
         else {

@@ -167,3 +167,40 @@ fn longer_path_than_the_original_still_loads() {
         assert_eq!(String::from_utf8_lossy(&out.stdout), "42\n");
     }
 }
+
+#[test]
+fn path_too_long_for_any_padding_rebuilds_and_still_loads() {
+    // Several kilobytes: no segment padding holds the grown string table,
+    // so the file gets a new PT_LOAD (the program's PT_INTERP and notes
+    // move with it).
+    for new_dtags in [false, true] {
+        let t = tempfile::tempdir().unwrap();
+        let a = t.path().join("a");
+        let (lib, prog) = build(&a, new_dtags);
+        let filler: String = (0..400).map(|i| format!("/nonexistent/{i}:")).collect();
+        let value = format!("{filler}$ORIGIN/../lib");
+        let tag = if new_dtags {
+            SearchTag::Runpath
+        } else {
+            SearchTag::Rpath
+        };
+        let before = std::fs::read(&prog).unwrap();
+        patch(&prog, tag, &value);
+        patch(&lib, SearchTag::Runpath, &value);
+        let after = std::fs::read(&prog).unwrap();
+        assert!(after.len() > before.len() + 4096);
+        let name = if new_dtags { "RUNPATH" } else { "RPATH" };
+        assert_eq!(readelf_path(&prog, name), Some(value.clone()));
+        assert_eq!(readelf_path(&lib, "RUNPATH"), Some(value.clone()));
+        let info = parse(&after).unwrap();
+        assert_eq!(info.needed, parse(&before).unwrap().needed);
+        assert_eq!(info.interpreter, parse(&before).unwrap().interpreter);
+        let out = run_moved(&a, &t.path().join("b"));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "42\n");
+    }
+}
