@@ -193,3 +193,16 @@ def test_bundle_python_runs_without_original_interpreter(frozen_sample, bbrun, t
     assert prefix.startswith(str(c) + "/"), prefix
     out = json.loads(run([bbrun, c / "bin" / "demo", "x"], env=env).stdout)
     assert out["keys"] == ["a", "b"]
+
+
+def test_vendor_then_drop_external_rpath(tree_with_ext, bbrun):
+    """--external-rpath drop removes the build's library directory from the
+    extension; vendoring must still find the library through it first."""
+    b, lib = tree_with_ext["root"], tree_with_ext["lib"]
+    run([bbrun, "freeze", "--vendor-libs", "--external-rpath", "drop", b])
+    dyn = run(["readelf", "-d", tree_with_ext["ext"]]).stdout
+    assert str(lib.parent) not in dyn, dyn
+    assert "$ORIGIN/../../.bbrun/lib" in dyn, dyn
+    shutil.rmtree(lib.parent)
+    assert check(bbrun, b).returncode == 0
+    assert import_ext(bbrun, b).stdout.strip() == "42"
