@@ -161,6 +161,9 @@ def test_check_errors_exit_2(bbrun, tmp_path):
 
 def test_bundle_python_runs_without_original_interpreter(frozen_sample, bbrun, tmp_path):
     b = copy_tree(frozen_sample["pristine"], tmp_path / "b")
+    dry = json.loads(run([bbrun, "freeze", "--json", "--dry-run", "--bundle-python", b]).stdout)
+    assert any(n.startswith("would bundle") for n in dry["notes"]), dry["notes"]
+    assert not (b / ".bbrun" / "python").exists()
     run([bbrun, "freeze", "--bundle-python", b])
     bundled = b / ".bbrun" / "python" / "bin"
     assert any(p.name.startswith("python3.") for p in bundled.iterdir())

@@ -54,21 +54,19 @@ impl SysPathRoots {
     /// The deepest `sys.path` entry holding `file`: a listed one or one
     /// recognised by layout.
     fn holding_entry(&self, file: &Path) -> Option<PathBuf> {
-        let mut best: Option<PathBuf> = None;
-        for dir in file.ancestors().skip(1) {
-            let name = dir.file_name().map(|n| n.to_string_lossy().into_owned());
-            let by_layout = name.as_deref().is_some_and(|n| {
-                n.ends_with(".egg")
-                    || n == "site-packages"
-                    || n == "dist-packages"
-                    || n == "lib-dynload"
-            });
-            if by_layout || self.roots.iter().any(|r| r == dir) {
-                best = Some(dir.to_path_buf());
-                break;
-            }
-        }
-        best
+        file.ancestors()
+            .skip(1)
+            .find(|dir| {
+                let by_layout = dir.file_name().is_some_and(|n| {
+                    let n = n.to_string_lossy();
+                    n.ends_with(".egg")
+                        || n == "site-packages"
+                        || n == "dist-packages"
+                        || n == "lib-dynload"
+                });
+                by_layout || self.roots.iter().any(|r| r == dir)
+            })
+            .map(Path::to_path_buf)
     }
 }
 
