@@ -107,7 +107,14 @@ pub fn bundle_python(
     let mut users = vec![exe.clone()];
     users.extend(elf_files(&dest.join("lib"), &[])?);
     let config = bbrun_ldcheck::machine::this_machine().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let v = crate::vendor::vendor_into(&config, root, &users, &dest.join("lib"), true, false)?;
+    let v = crate::vendor::vendor_into(
+        &config,
+        root,
+        &users,
+        &dest.join("lib"),
+        crate::vendor::For::Interpreter,
+        false,
+    )?;
     crate::vendor::describe(root, &v, false, report);
     fsutil::atomic_write(&dest.join(STAMP), stamp.as_bytes(), 0o644)?;
     report.notes.push(format!(

@@ -36,6 +36,20 @@ pub struct Vendoring {
     pub patched: Vec<PathBuf>,
     /// `(file, name)`: needs that do not resolve here, so cannot be copied.
     pub unresolved: Vec<(PathBuf, String)>,
+    /// `(file, name)`: extensions linked to libpython, which the running
+    /// interpreter provides (a second copy in the process would crash it).
+    pub left_to_interpreter: Vec<(PathBuf, String)>,
+}
+
+/// Whose libraries are vendored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum For {
+    /// The tree's extensions and programs: libpython is the interpreter's;
+    /// search-path entries outside the tree are left to `--external-rpath`.
+    Extensions,
+    /// A bundled interpreter: libpython is copied too, and entries naming
+    /// the original installation are dropped.
+    Interpreter,
 }
 
 pub fn vendor_libs(
@@ -50,7 +64,7 @@ pub fn vendor_libs(
     let files = elf_files(root, &[shim.as_path(), python])?;
     let lib_dir = root.join(LIB_DIR);
     let config = machine::this_machine().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let v = vendor_into(&config, root, &files, &lib_dir, false, dry_run)?;
+    let v = vendor_into(&config, root, &files, &lib_dir, For::Extensions, dry_run)?;
     describe(root, &v, dry_run, report);
     Ok(())
 }
@@ -62,6 +76,12 @@ pub fn describe(root: &Path, v: &Vendoring, dry_run: bool, report: &mut NativeRe
         report
             .notes
             .push(format!("{verb} {name} from {}", from.display()));
+    }
+    for (file, name) in &v.left_to_interpreter {
+        report.notes.push(format!(
+            "{} needs {name}: not vendored, the interpreter provides it",
+            display_rel(root, file)
+        ));
     }
     for (file, name) in &v.unresolved {
         report.notes.push(format!(
@@ -79,17 +99,16 @@ pub fn describe(root: &Path, v: &Vendoring, dry_run: bool, report: &mut NativeRe
 }
 
 /// Copy the non-system libraries `users` need (transitively) into
-/// `lib_dir` and point the users at it. With `drop_external`, the users'
-/// search-path entries outside `root` are removed as well (a bundled
-/// interpreter must not reach back to its original installation).
+/// `lib_dir` and point the users at it.
 pub fn vendor_into(
     config: &Config,
     root: &Path,
     users: &[PathBuf],
     lib_dir: &Path,
-    drop_external: bool,
+    target: For,
     dry_run: bool,
 ) -> Result<Vendoring> {
+    let drop_external = target == For::Interpreter;
     let mut source = FileSource::new();
     let root_real = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
     let inside = |p: &Path| {
@@ -118,6 +137,10 @@ pub fn vendor_into(
             let from_name = from.soname.clone().unwrap_or_else(|| from.file_name());
             let from_is_system = e.from != 0 && policy::is_system_library(&from_name);
             if from_is_system || policy::is_system_library(&e.name) {
+                continue;
+            }
+            if target == For::Extensions && e.name.starts_with("libpython") {
+                out.left_to_interpreter.push((user.clone(), e.name.clone()));
                 continue;
             }
             let Some(t) = e.to else {

@@ -6,7 +6,7 @@ use std::process::Command;
 use bbrun_ldcheck::fs::{self as ldfs, FileSource};
 use bbrun_ldcheck::{machine, Process};
 
-use crate::vendor::vendor_into;
+use crate::vendor::{vendor_into, For};
 
 fn cc(args: &[&str]) -> bool {
     Command::new("cc")
@@ -80,7 +80,7 @@ fn vendors_transitively_and_is_idempotent() {
         &tree,
         std::slice::from_ref(&user),
         &lib_dir,
-        false,
+        For::Extensions,
         true,
     )
     .unwrap();
@@ -92,7 +92,7 @@ fn vendors_transitively_and_is_idempotent() {
         &tree,
         std::slice::from_ref(&user),
         &lib_dir,
-        false,
+        For::Extensions,
         false,
     )
     .unwrap();
@@ -118,7 +118,7 @@ fn vendors_transitively_and_is_idempotent() {
         &tree,
         std::slice::from_ref(&user),
         &lib_dir,
-        false,
+        For::Extensions,
         false,
     )
     .unwrap();
@@ -126,4 +126,52 @@ fn vendors_transitively_and_is_idempotent() {
         again.copied.is_empty() && again.patched.is_empty(),
         "{again:?}"
     );
+}
+
+#[test]
+fn libpython_is_the_interpreters_unless_bundling() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let s = |p: &str| d.join(p).to_string_lossy().into_owned();
+    std::fs::create_dir_all(d.join("ext")).unwrap();
+    std::fs::create_dir_all(d.join("tree/pkg")).unwrap();
+    std::fs::write(d.join("p.c"), "int py(void) { return 1; }\n").unwrap();
+    std::fs::write(
+        d.join("m.c"),
+        "int py(void);\nint m(void) { return py(); }\n",
+    )
+    .unwrap();
+    let rpath = format!("-Wl,-rpath,{}", s("ext"));
+    let built =
+        cc(&[
+            "-shared",
+            "-fPIC",
+            "-Wl,-soname,libpython9.9.so.1.0",
+            "-o",
+            &s("ext/libpython9.9.so.1.0"),
+            &s("p.c"),
+        ]) && std::os::unix::fs::symlink("libpython9.9.so.1.0", d.join("ext/libpython9.9.so"))
+            .is_ok()
+            && cc(&[
+                "-shared",
+                "-fPIC",
+                "-o",
+                &s("tree/pkg/_m.so"),
+                &s("m.c"),
+                &format!("-L{}", s("ext")),
+                "-lpython9.9",
+                &rpath,
+            ]);
+    if !built {
+        return;
+    }
+    let tree = d.join("tree");
+    let users = [tree.join("pkg/_m.so")];
+    let lib_dir = tree.join(".bbrun/lib");
+    let config = machine::this_machine().unwrap();
+    let ext = vendor_into(&config, &tree, &users, &lib_dir, For::Extensions, true).unwrap();
+    assert!(ext.copied.is_empty());
+    assert_eq!(ext.left_to_interpreter.len(), 1);
+    let interp = vendor_into(&config, &tree, &users, &lib_dir, For::Interpreter, true).unwrap();
+    assert!(interp.copied.contains_key("libpython9.9.so.1.0"));
 }
