@@ -6,7 +6,9 @@
 pub struct Tokens {
     /// `$LIB`: `lib/x86_64-linux-gnu` on Debian, `lib64` on Fedora.
     pub lib: String,
-    /// `$PLATFORM`: `AT_PLATFORM`, e.g. `x86_64`.
+    /// `$PLATFORM`: the architecture name, e.g. `x86_64`. (glibc may report
+    /// a CPU family such as `haswell` instead on some Intel CPUs; such
+    /// paths are rare enough in Python trees not to emulate that.)
     pub platform: String,
 }
 
