@@ -16,6 +16,8 @@ use std::path::{Component, Path};
 use anyhow::{bail, Context, Result};
 use bbrun_elf::SearchTag;
 
+mod batch;
+
 use crate::fsutil;
 use crate::map::{self, Action, FileKind, InventoryEntry, RelocationMap, STATE_DIR};
 
@@ -208,6 +210,11 @@ struct FilePlan {
 
 /// Find every ELF file in the tree by its magic, and make the search path
 /// entries that point inside the tree `$ORIGIN`-relative.
+///
+/// One pass, each file opened and read once: a file to change is rewritten
+/// into a temp file beside it right away, and all of them replace their
+/// targets at the end (see `batch`), so with `--external-rpath error` the
+/// tree is left as it was.
 pub fn relativize_rpaths(
     root: &Path,
     places: &InTree,
@@ -216,21 +223,37 @@ pub fn relativize_rpaths(
     report: &mut NativeReport,
 ) -> Result<()> {
     let previous = map::load_inventory(&map::inventory_path(root)).unwrap_or_default();
-    let mut plans = Vec::new();
     let mut refused = Vec::new();
-    for rel in elf_candidates(root)? {
-        let path = root.join(&rel);
-        let data =
-            std::fs::read(&path).with_context(|| format!("{}: cannot read", path.display()))?;
-        if !bbrun_elf::is_elf(&data) {
-            // Named like a shared library but not one (often empty): the
-            // loader would refuse it; say so, touch nothing.
-            report.notes.push(format!(
-                "{rel}: not rewritten: named like a shared library but not an ELF file ({} bytes)",
-                data.len()
-            ));
+    let mut batch = batch::Batch::default();
+    let shim = Path::new(STATE_DIR).join("shim");
+    let walker = walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| e.path().strip_prefix(root).map_or(true, |r| r != shim));
+    for entry in walker {
+        let entry = entry.with_context(|| format!("{}: cannot walk", root.display()))?;
+        if !entry.file_type().is_file() {
             continue;
         }
+        let Ok(rel) = entry.path().strip_prefix(root) else {
+            continue;
+        };
+        let rel = rel.to_string_lossy().into_owned();
+        let name = entry.file_name().to_string_lossy();
+        let data = match read_if_elf(entry.path())? {
+            Some(data) => data,
+            None if looks_like_shared_library(&name) => {
+                // Named like a shared library but not one (often empty):
+                // the loader would refuse it; say so, touch nothing.
+                let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+                report.notes.push(format!(
+                    "{rel}: not rewritten: named like a shared library but not an ELF file ({size} bytes)"
+                ));
+                continue;
+            }
+            None => continue,
+        };
         let info = match bbrun_elf::parse(&data) {
             Ok(info) => info,
             Err(e) => {
@@ -266,7 +289,15 @@ pub fn relativize_rpaths(
             }
         }
         if !changes.is_empty() {
-            plans.push(FilePlan { rel, changes });
+            let plan = FilePlan { rel, changes };
+            apply(
+                root,
+                plan,
+                data,
+                dry_run || policy_fails(&refused),
+                &mut batch,
+                report,
+            )?;
         } else if previous
             .files
             .iter()
@@ -279,16 +310,19 @@ pub fn relativize_rpaths(
         }
     }
     if !refused.is_empty() {
+        // Dropping the batch removes its temp files: nothing changed.
         bail!(
             "{}: search paths outside the tree (--external-rpath error): {}",
             root.display(),
             refused.join(", ")
         );
     }
-    for plan in plans {
-        apply(root, plan, dry_run, report)?;
-    }
-    Ok(())
+    batch.commit()
+}
+
+/// Once a refusal is certain, further rewrites would only be thrown away.
+fn policy_fails(refused: &[String]) -> bool {
+    !refused.is_empty()
 }
 
 fn elf_entry(rel: &str, action: Action) -> InventoryEntry {
@@ -299,9 +333,15 @@ fn elf_entry(rel: &str, action: Action) -> InventoryEntry {
     }
 }
 
-/// Rewrite one file (or, in a dry run, say what would change).
-fn apply(root: &Path, plan: FilePlan, dry_run: bool, report: &mut NativeReport) -> Result<()> {
-    let path = root.join(&plan.rel);
+/// Rewrite one file into `batch` (or, in a dry run, say what would change).
+fn apply(
+    root: &Path,
+    plan: FilePlan,
+    mut data: Vec<u8>,
+    dry_run: bool,
+    batch: &mut batch::Batch,
+    report: &mut NativeReport,
+) -> Result<()> {
     let describe = |tag: SearchTag, old: &str, new: &Option<String>| {
         let name = if tag == SearchTag::Rpath {
             "RPATH"
@@ -327,10 +367,6 @@ fn apply(root: &Path, plan: FilePlan, dry_run: bool, report: &mut NativeReport) 
             .push(elf_entry(&plan.rel, Action::RpathRelativized));
         return Ok(());
     }
-    // Read again: the plan was made from an earlier read, and the write
-    // below must start from what is on disk now.
-    let mut data =
-        std::fs::read(&path).with_context(|| format!("{}: cannot read", path.display()))?;
     for (tag, _, new) in &plan.changes {
         match bbrun_elf::set_search_path(&data, *tag, new.as_deref()) {
             Ok(out) => data = out,
@@ -343,7 +379,7 @@ fn apply(root: &Path, plan: FilePlan, dry_run: bool, report: &mut NativeReport) 
             }
         }
     }
-    fsutil::atomic_write(&path, &data, 0o755)?;
+    batch.stage(&root.join(&plan.rel), &data)?;
     report
         .notes
         .push(format!("{}: {}", plan.rel, what.join(", ")));
@@ -351,34 +387,6 @@ fn apply(root: &Path, plan: FilePlan, dry_run: bool, report: &mut NativeReport) 
         .entries
         .push(elf_entry(&plan.rel, Action::RpathRelativized));
     Ok(())
-}
-
-/// Root-relative paths of regular files that start with the ELF magic, or
-/// are named like shared libraries (so a broken one is reported), outside
-/// bbrun's own shim.
-fn elf_candidates(root: &Path) -> Result<Vec<String>> {
-    let shim = Path::new(STATE_DIR).join("shim");
-    let walker = walkdir::WalkDir::new(root)
-        .follow_links(false)
-        .sort_by_file_name()
-        .into_iter()
-        .filter_entry(|e| e.path().strip_prefix(root).map_or(true, |r| r != shim));
-    let mut out = Vec::new();
-    for entry in walker {
-        let entry = entry.with_context(|| format!("{}: cannot walk", root.display()))?;
-        if !entry.file_type().is_file() {
-            continue;
-        }
-        let rel = match entry.path().strip_prefix(root) {
-            Ok(r) => r.to_string_lossy().into_owned(),
-            Err(_) => continue,
-        };
-        let name = entry.file_name().to_string_lossy();
-        if has_elf_magic(entry.path()) || looks_like_shared_library(&name) {
-            out.push(rel);
-        }
-    }
-    Ok(out)
 }
 
 /// `libx.so`, `ext.cpython-311-x86_64-linux-gnu.so`, `libx.so.1.2`.
@@ -389,14 +397,20 @@ fn looks_like_shared_library(name: &str) -> bool {
             .is_some_and(|(_, v)| v.starts_with(|c: char| c.is_ascii_digit()))
 }
 
-/// Only the first four bytes are read: most files in a tree are not ELF,
-/// and some are large.
-fn has_elf_magic(path: &Path) -> bool {
-    let mut magic = [0u8; 4];
-    File::open(path)
-        .and_then(|mut f| f.read_exact(&mut magic))
-        .is_ok()
-        && bbrun_elf::is_elf(&magic)
+/// The whole file when it starts with the ELF magic. Only four bytes are
+/// read from other files: most files in a tree are not ELF, some are large.
+fn read_if_elf(path: &Path) -> Result<Option<Vec<u8>>> {
+    let mut f = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let mut data = vec![0u8; 4];
+    match f.read_exact(&mut data) {
+        Ok(()) if bbrun_elf::is_elf(&data) => {}
+        Ok(()) => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("{}: cannot read", path.display())),
+    }
+    f.read_to_end(&mut data)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
+    Ok(Some(data))
 }
 
 #[cfg(test)]

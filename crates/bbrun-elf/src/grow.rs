@@ -57,8 +57,21 @@ pub(crate) fn rewrite(data: &[u8], dt: u32, value: Option<&[u8]>) -> Result<Vec<
         b.gnu_hash_bloom_count,
         b.gnu_hash_bucket_count,
     ];
-    if counts.iter().any(|&c| u64::from(c) > len) || b.gnu_hash_bloom_shift >= 64 {
+    if counts.iter().any(|&c| u64::from(c) > len) {
         return Err(malformed("hash table sizes larger than the file"));
+    }
+    // The builder divides by the bucket counts, masks with the bloom count
+    // and shifts 32-bit hashes by the bloom shift.
+    let has = |kind: fn(&SectionData<'_>) -> bool| b.sections.iter().any(|s| kind(&s.data));
+    if has(|d| matches!(d, SectionData::Hash)) && b.hash_bucket_count == 0 {
+        return Err(malformed(".hash has no buckets"));
+    }
+    if has(|d| matches!(d, SectionData::GnuHash))
+        && (b.gnu_hash_bucket_count == 0
+            || !b.gnu_hash_bloom_count.is_power_of_two()
+            || b.gnu_hash_bloom_shift >= 32)
+    {
+        return Err(malformed(".gnu.hash parameters are invalid"));
     }
     let dynamic = b
         .dynamic_data_mut()

@@ -62,7 +62,7 @@ fn cases() -> u32 {
     std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(600)
+        .unwrap_or(3000)
 }
 
 #[derive(Debug, Clone)]
