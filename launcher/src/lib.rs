@@ -7,8 +7,10 @@
 //! points script first lines at the launcher.
 
 pub mod bundle;
+pub mod check;
 pub mod cli;
 pub mod commands;
+pub mod elfwalk;
 pub mod freeze;
 pub mod fsutil;
 pub mod interp;
@@ -16,8 +18,11 @@ pub mod launch;
 pub mod map;
 pub mod native;
 pub mod package;
+pub mod pymodule;
 pub mod relocate;
 pub mod shebang;
 pub mod shim;
 pub mod tree;
 pub mod vendor;
+#[cfg(test)]
+mod vendor_tests;

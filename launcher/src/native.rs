@@ -66,13 +66,15 @@ pub fn freeze_native(
 ) -> Result<NativeReport> {
     let mut report = NativeReport::default();
     let places = InTree::for_map(root, map)?;
-    relativize_rpaths(root, &places, opts.external_rpath, dry_run, &mut report)?;
+    // Vendoring resolves libraries through the search paths as built, so it
+    // runs before `--external-rpath drop` removes them.
     if opts.vendor_libs {
         crate::vendor::vendor_libs(root, map, dry_run, &mut report)?;
     }
     if opts.bundle_python {
         crate::bundle::bundle_python(root, map, dry_run, &mut report)?;
     }
+    relativize_rpaths(root, &places, opts.external_rpath, dry_run, &mut report)?;
     Ok(report)
 }
 
