@@ -2,7 +2,7 @@
 //! and lexical path arithmetic.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
@@ -77,21 +77,9 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
 
-pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = f
-            .read(&mut buf)
-            .with_context(|| format!("{}: cannot read", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex(&hasher.finalize()))
-}
+/// sha256 of a file's content; the manifest's own implementation, so a
+/// hash bbrun prints always matches one it checks.
+pub use bbrun_archive::manifest::sha256_file;
 
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
@@ -142,48 +130,6 @@ pub fn relative_inside(path: &str, base: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Replace `old` with `new` wherever `old` stands as a whole path prefix:
-/// followed by `/`, a quote, whitespace, or the end. A plain replace would
-/// also turn `/srv/app2` into `/opt/x2` when relocating `/srv/app`.
-pub fn replace_path_prefix(text: &[u8], old: &[u8], new: &[u8]) -> Option<Vec<u8>> {
-    if old.is_empty() {
-        return None;
-    }
-    let mut out = Vec::with_capacity(text.len());
-    let mut rest = text;
-    let mut changed = false;
-    while let Some(i) = find(rest, old) {
-        let after = rest.get(i + old.len()).copied();
-        let boundary = matches!(
-            after,
-            None | Some(
-                b'/' | b'\''
-                    | b'"'
-                    | b' '
-                    | b'\t'
-                    | b'\n'
-                    | b'\r'
-                    | b':'
-                    | b';'
-                    | b','
-                    | b'='
-                    | b')'
-                    | b']'
-            )
-        );
-        out.extend_from_slice(&rest[..i]);
-        if boundary {
-            out.extend_from_slice(new);
-            changed = true;
-        } else {
-            out.extend_from_slice(old);
-        }
-        rest = &rest[i + old.len()..];
-    }
-    out.extend_from_slice(rest);
-    changed.then_some(out)
-}
-
 /// First index of `needle` in `haystack`.
 pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     if needle.is_empty() || needle.len() > haystack.len() {
@@ -232,17 +178,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let err = atomic_write(&dir.path().join("no/such/f"), b"x", 0o644).unwrap_err();
         assert!(format!("{err:#}").contains("cannot create temporary file"));
-    }
-
-    #[test]
-    fn prefix_replacement_respects_boundaries() {
-        let text = b"'/srv/app/eggs', '/srv/app2/x', \"/srv/app\"\n/srv/app";
-        let out = replace_path_prefix(text, b"/srv/app", b"/opt/b").unwrap();
-        assert_eq!(
-            out,
-            b"'/opt/b/eggs', '/srv/app2/x', \"/opt/b\"\n/opt/b".to_vec()
-        );
-        assert!(replace_path_prefix(b"/srv/apple", b"/srv/app", b"/x").is_none());
     }
 
     #[test]
