@@ -2,4 +2,5 @@
 //! tar.gz, .deb and .rpm writers, the manifest, and safe unpacking.
 
 pub mod manifest;
+pub mod unpack;
 pub mod walk;
