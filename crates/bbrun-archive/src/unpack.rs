@@ -138,6 +138,9 @@ struct FileJob {
     mtime: u64,
 }
 
+/// The writer thread: the (entry index, sha256) of every file it wrote.
+type Writer = std::thread::JoinHandle<Result<Vec<(usize, String)>>>;
+
 struct Unpacker<'a> {
     archive: &'a Path,
     dest: &'a Path,
@@ -149,7 +152,7 @@ struct Unpacker<'a> {
     /// Hardlinks to create once every file is written: (path, target).
     hardlinks: Vec<(String, String)>,
     jobs: Option<mpsc::SyncSender<FileJob>>,
-    writer: Option<std::thread::JoinHandle<Result<Vec<(usize, String)>>>>,
+    writer: Option<Writer>,
 }
 
 impl<'a> Unpacker<'a> {

@@ -67,7 +67,7 @@ enum E<'a> {
     D(&'a str),
     S(&'a str, &'a str),
     H(&'a str, &'a str),
-    Raw(Header, &'a [u8]),
+    Raw(Box<Header>, &'a [u8]),
 }
 
 fn tar_bytes(entries: &[E]) -> Vec<u8> {
@@ -130,7 +130,7 @@ fn unpacks_files_dirs_links_with_modes_mtimes_and_hashes() {
     let bytes = zst(&[
         E::D("./"),
         E::D("bin/"),
-        E::Raw(exe, b"#!x\n\n"),
+        E::Raw(Box::new(exe), b"#!x\n\n"),
         E::F("lib/deep/m.py", b"print(1)\n"),
         E::S("bin/link", "app"),
         E::S("up", "lib/deep/../deep/m.py"),
@@ -254,17 +254,23 @@ fn bad_hardlinks_refused() {
 #[test]
 fn devices_and_fifos_refused() {
     refused(
-        zst(&[E::Raw(header("dev", EntryType::Char, 0, None), &[])]),
+        zst(&[E::Raw(
+            Box::new(header("dev", EntryType::Char, 0, None)),
+            &[],
+        )]),
         "dev",
         "device node",
     );
     refused(
-        zst(&[E::Raw(header("blk", EntryType::Block, 0, None), &[])]),
+        zst(&[E::Raw(
+            Box::new(header("blk", EntryType::Block, 0, None)),
+            &[],
+        )]),
         "blk",
         "device node",
     );
     refused(
-        zst(&[E::Raw(header("p", EntryType::Fifo, 0, None), &[])]),
+        zst(&[E::Raw(Box::new(header("p", EntryType::Fifo, 0, None)), &[])]),
         "p",
         "fifo",
     );
