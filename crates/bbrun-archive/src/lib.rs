@@ -1,6 +1,13 @@
 //! Archives and system packages of a frozen tree: reproducible tar.zst /
-//! tar.gz, .deb and .rpm writers, the manifest, and safe unpacking.
+//! tar.gz ([`tarball`]), .deb ([`deb`]) and .rpm ([`rpmpkg`]) writers over
+//! one [`packset::PackSet`], the [`manifest`] every archive carries, and
+//! safe unpacking.
 
+pub mod deb;
 pub mod manifest;
+pub mod packset;
+pub mod reproducible;
+pub mod rpmpkg;
+pub mod tarball;
 pub mod unpack;
 pub mod walk;
