@@ -153,7 +153,10 @@ fn check_against_manifest(archive: &Path, staging: &Path, unpacked: &Manifest) -
         );
     };
     if entry.kind != EntryKind::File {
-        bail!("{}: {MANIFEST_PATH} is not a regular file", archive.display());
+        bail!(
+            "{}: {MANIFEST_PATH} is not a regular file",
+            archive.display()
+        );
     }
     let path = staging.join(MANIFEST_PATH);
     let bytes = fs::read(&path).with_context(|| format!("{}: cannot read", path.display()))?;
@@ -164,7 +167,12 @@ fn check_against_manifest(archive: &Path, staging: &Path, unpacked: &Manifest) -
         &diff.changed,
         "differs from the archive's manifest (tampered or corrupt)",
     )
-    .or_else(|| first(&diff.missing, "listed in the manifest but not in the archive"))
+    .or_else(|| {
+        first(
+            &diff.missing,
+            "listed in the manifest but not in the archive",
+        )
+    })
     .or_else(|| first(&diff.added, "in the archive but not in its manifest"));
     if let Some((path, what)) = problem {
         let n = diff.changed.len() + diff.missing.len() + diff.added.len();
@@ -173,7 +181,10 @@ fn check_against_manifest(archive: &Path, staging: &Path, unpacked: &Manifest) -
         } else {
             String::new()
         };
-        bail!("{}: {path}: {what}{more}; nothing installed", archive.display());
+        bail!(
+            "{}: {path}: {what}{more}; nothing installed",
+            archive.display()
+        );
     }
     Ok(())
 }
@@ -221,7 +232,8 @@ fn put_in_place(
 ) -> Result<()> {
     if !replacing {
         // rename(2) also replaces an empty directory, atomically.
-        fs::rename(staging, dest).with_context(|| format!("{}: cannot move the new tree into place", dest.display()))?;
+        fs::rename(staging, dest)
+            .with_context(|| format!("{}: cannot move the new tree into place", dest.display()))?;
         fsutil::sync_dir(parent);
         return Ok(());
     }

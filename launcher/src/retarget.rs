@@ -64,8 +64,8 @@ pub fn retarget(root: &Path, new_root: &str) -> Result<RetargetReport> {
     report.from = map.files_root().to_string();
     let inventory = map::load_inventory(&map::inventory_path(root))?;
     let pairs = relocate::rewrite_pairs(&map, new_root);
-    let real_root = fs::canonicalize(root)
-        .with_context(|| format!("{}: cannot resolve", root.display()))?;
+    let real_root =
+        fs::canonicalize(root).with_context(|| format!("{}: cannot resolve", root.display()))?;
 
     let mut pending = Vec::new();
     for entry in inventory
@@ -78,8 +78,7 @@ pub fn retarget(root: &Path, new_root: &str) -> Result<RetargetReport> {
             report.missing.push(entry.path.clone());
             continue;
         };
-        let bytes =
-            fs::read(&path).with_context(|| format!("{}: cannot read", path.display()))?;
+        let bytes = fs::read(&path).with_context(|| format!("{}: cannot read", path.display()))?;
         if let Some(new) = relocate::rewrite_text(&bytes, &pairs) {
             write_pending(&path, &new)?;
             pending.push(entry.path.clone());
@@ -105,7 +104,9 @@ fn finish_journal(root: &Path) -> Result<bool> {
     let text = match fs::read_to_string(&journal_path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(e).with_context(|| format!("{}: cannot read", journal_path.display())),
+        Err(e) => {
+            return Err(e).with_context(|| format!("{}: cannot read", journal_path.display()))
+        }
     };
     let journal: Journal = toml::from_str(&text).map_err(|e| {
         anyhow::anyhow!(
@@ -114,8 +115,8 @@ fn finish_journal(root: &Path) -> Result<bool> {
             e.message()
         )
     })?;
-    let real_root = fs::canonicalize(root)
-        .with_context(|| format!("{}: cannot resolve", root.display()))?;
+    let real_root =
+        fs::canonicalize(root).with_context(|| format!("{}: cannot resolve", root.display()))?;
     for rel in &journal.files {
         let Some(path) = checked_path(root, &real_root, rel)? else {
             continue;
@@ -160,8 +161,8 @@ pub fn checked_path(root: &Path, real_root: &Path, rel: &str) -> Result<Option<P
             path.display()
         );
     }
-    let real = fs::canonicalize(&path)
-        .with_context(|| format!("{}: cannot resolve", path.display()))?;
+    let real =
+        fs::canonicalize(&path).with_context(|| format!("{}: cannot resolve", path.display()))?;
     if !real.starts_with(real_root) {
         bail!(
             "{}: resolves to {}, outside the tree; refusing to rewrite it",
@@ -260,10 +261,16 @@ mod tests {
         let r = retarget(&root, "/a/b").unwrap();
         assert_eq!(r.rewritten, [".installed.cfg"]);
         let want = "[app]\n_b = /a/b/bin\nx = /a2\n";
-        assert_eq!(fs::read_to_string(root.join(".installed.cfg")).unwrap(), want);
+        assert_eq!(
+            fs::read_to_string(root.join(".installed.cfg")).unwrap(),
+            want
+        );
         let again = retarget(&root, "/a/b").unwrap();
         assert!(again.rewritten.is_empty());
-        assert_eq!(fs::read_to_string(root.join(".installed.cfg")).unwrap(), want);
+        assert_eq!(
+            fs::read_to_string(root.join(".installed.cfg")).unwrap(),
+            want
+        );
         let map = map::load(&map::map_path(&root)).unwrap();
         assert_eq!(map.files_root(), "/a/b");
     }
@@ -306,7 +313,10 @@ mod tests {
             map::save_inventory(&map::inventory_path(&root), &inv).unwrap();
             let err = format!("{:#}", retarget(&root, "/new").unwrap_err());
             assert!(err.contains("refusing to rewrite"), "{err}");
-            assert_eq!(fs::read_to_string(d.path().join("victim")).unwrap(), "/old\n");
+            assert_eq!(
+                fs::read_to_string(d.path().join("victim")).unwrap(),
+                "/old\n"
+            );
         }
     }
 }

@@ -46,7 +46,14 @@ pub fn verify_tree(root: &Path) -> Result<VerifyReport> {
     // nothing counts as bbrun's own doing.
     let map = map::load(&map::map_path(root)).ok();
     let inventory = map::load_inventory(&map::inventory_path(root)).ok();
-    Ok(classify(root, diff, &expected, &actual, map.as_ref(), inventory.as_ref()))
+    Ok(classify(
+        root,
+        diff,
+        &expected,
+        &actual,
+        map.as_ref(),
+        inventory.as_ref(),
+    ))
 }
 
 /// How `actual` differs from `expected`. A hardlink on one side and a copy

@@ -31,7 +31,9 @@ pub fn run(args: Args) -> Result<i32> {
         Some(p) => crate::fsutil::absolute_lexical(&p)?,
         None => std::env::current_exe().context("cannot locate the running bbrun")?,
     };
-    let size = std::fs::metadata(&args.archive).map(|m| m.len()).unwrap_or(0);
+    let size = std::fs::metadata(&args.archive)
+        .map(|m| m.len())
+        .unwrap_or(0);
     let bar = if std::io::stderr().is_terminal() && size >= PROGRESS_MIN_BYTES {
         let bar = ProgressBar::with_draw_target(Some(size), ProgressDrawTarget::stderr());
         if let Ok(style) = ProgressStyle::with_template(
