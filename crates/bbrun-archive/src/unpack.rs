@@ -145,6 +145,8 @@ struct Unpacker<'a> {
     archive: &'a Path,
     dest: &'a Path,
     seen: HashMap<String, Seen>,
+    /// Mode of each regular file, for the hardlinks that share it.
+    file_modes: HashMap<String, u32>,
     /// In archive order; sha256 of files filled in when written.
     entries: Vec<ManifestEntry>,
     /// Symlinks to create at the end: (path, target).
@@ -170,6 +172,7 @@ impl<'a> Unpacker<'a> {
             archive,
             dest,
             seen: HashMap::new(),
+            file_modes: HashMap::new(),
             entries: Vec::new(),
             symlinks: Vec::new(),
             hardlinks: Vec::new(),
@@ -251,6 +254,7 @@ impl<'a> Unpacker<'a> {
                 let size = entry.header().size().map_err(|e| self.err(&path, e))?;
                 let mtime = entry.header().mtime().unwrap_or(0);
                 let index = self.entries.len();
+                self.file_modes.insert(path.clone(), mode);
                 self.entries
                     .push(entry_of(&path, EntryKind::File, mode, size, None));
                 if size <= BUFFERED_MAX {
@@ -305,13 +309,7 @@ impl<'a> Unpacker<'a> {
                             format!("hardlink to {target:?}, which is not an earlier file of the archive"),
                         ));
                     }
-                    let m = self
-                        .entries
-                        .iter()
-                        .rev()
-                        .find(|e| e.path == t)
-                        .map(|e| e.mode)
-                        .unwrap_or(mode);
+                    let m = self.file_modes.get(&t).copied().unwrap_or(mode);
                     self.entries
                         .push(entry_of(&path, EntryKind::Hardlink, m, 0, Some(t.clone())));
                     self.hardlinks.push((path, t));
@@ -547,12 +545,24 @@ fn create(path: &Path) -> Result<File> {
 }
 
 fn finish_file(f: &File, path: &Path, mode: u32, mtime: u64) -> Result<()> {
+    // Start writing the data back now, without waiting: the caller flushes
+    // the whole tree once at the end, and that flush is short when the
+    // disk has been busy all along instead of only then.
+    start_writeback(f);
     f.set_permissions(fs::Permissions::from_mode(mode))
         .with_context(|| format!("{}: cannot set mode", path.display()))?;
     // Python compares a source's mtime with its cached bytecode: keep it.
     f.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(mtime))
         .with_context(|| format!("{}: cannot set mtime", path.display()))?;
     Ok(())
+}
+
+fn start_writeback(f: &File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid open descriptor; the call only schedules I/O.
+    unsafe {
+        libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+    }
 }
 
 fn one_line(s: &str) -> String {

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Benchmark: `bbrun install` (unpack + verify every file against the
+# manifest + relocate + atomic move) against plain `tar -I zstd -xf` of the
+# same archive, both into empty directories, in the same run.
+#
+#   bash benches/install.sh [FILES] [MIB]     (defaults: 40000 files, 300 MiB)
+#
+# The tree is generated under target/bench-install (kept between runs when
+# its parameters match). Prints each time (best of RUNS) and the ratio.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+FILES=${1:-40000}
+MIB=${2:-300}
+RUNS=${RUNS:-3}
+work=target/bench-install
+tree=$work/tree
+archive=$work/tree.tar.zst
+stamp=$work/.params
+
+cargo build --release --bin bbrun >/dev/null
+bbrun=$PWD/target/release/bbrun
+
+mkdir -p "$work"
+if [ ! -f "$archive" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$FILES $MIB" ]; then
+    rm -rf "$tree" "$archive"
+    echo "generating $FILES files, ~$MIB MiB in $tree ..."
+    python3 - "$tree" "$FILES" "$MIB" <<'EOF'
+import os, random, sys
+root, files, mib = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+rng = random.Random(42)
+words = [bytes(rng.choice(b"abcdefghijklmnopqrstuvwxyz_") for _ in range(rng.randint(2, 12))) for _ in range(4000)]
+# Mostly small text files (Python sources, metadata) in a deep layout,
+# plus a few large mostly-incompressible blobs (shared libraries, data).
+big_count = 40
+big_total = mib * (1 << 20) * 6 // 10
+small_total = mib * (1 << 20) - big_total
+small_avg = max(64, small_total // files)
+os.makedirs(os.path.join(root, ".bbrun"))
+for i in range(files):
+    d = os.path.join(root, "eggs", "pkg%03d" % (i % 400), "mod%02d" % (i % 17))
+    os.makedirs(d, exist_ok=True)
+    n = rng.randint(small_avg // 4, small_avg * 7 // 4)
+    text = b" ".join(rng.choice(words) for _ in range(n // 7 + 1))[:n]
+    with open(os.path.join(d, "m%05d.py" % i), "wb") as f:
+        f.write(text)
+os.makedirs(os.path.join(root, "parts", "blobs"))
+for i in range(big_count):
+    with open(os.path.join(root, "parts", "blobs", "b%02d.so" % i), "wb") as f:
+        f.write(rng.randbytes(big_total // big_count // 2) + bytes(big_total // big_count // 2))
+with open(os.path.join(root, ".bbrun", "map.toml"), "w") as f:
+    f.write('format = 1\nbbrun_version = "bench"\n[build]\nroot = "/bench/build"\n'
+            'root_realpath = "/bench/build"\n[interpreter]\npath = "/usr/bin/python3"\n'
+            'implementation = "cpython"\nversion = "3.11.7"\nmajor_minor = "3.11"\n'
+            'cache_tag = "cpython-311"\nsoabi = "cpython-311-x86_64-linux-gnu"\nplatform = "linux-x86_64"\n')
+with open(os.path.join(root, ".bbrun", "inventory.toml"), "w") as f:
+    f.write("")
+EOF
+    python3 tests/archives.py "$tree" "$archive"
+    echo "$FILES $MIB" >"$stamp"
+fi
+size=$(du -sm "$tree" | cut -f1)
+count=$(find "$tree" | wc -l)
+echo "archive: $(du -h "$archive" | cut -f1) compressed; tree: $count entries, ${size} MiB"
+
+now() { date +%s.%N; }
+best_tar=999999
+best_bbrun=999999
+for i in $(seq "$RUNS"); do
+    rm -rf "$work/out-tar" "$work/out-bbrun"
+    sync
+    mkdir "$work/out-tar"
+    t0=$(now)
+    tar -I zstd -xf "$archive" -C "$work/out-tar"
+    t1=$(now)
+    sync
+    t2=$(now)
+    "$bbrun" install "$archive" "$work/out-bbrun" >/dev/null
+    t3=$(now)
+    tt=$(echo "$t1 - $t0" | bc)
+    tb=$(echo "$t3 - $t2" | bc)
+    echo "run $i: tar -I zstd -xf ${tt}s   bbrun install ${tb}s"
+    best_tar=$(echo "if ($tt < $best_tar) $tt else $best_tar" | bc)
+    best_bbrun=$(echo "if ($tb < $best_bbrun) $tb else $best_bbrun" | bc)
+done
+# The two trees must be the same, except what install rewrites.
+diff -rq --no-dereference "$work/out-tar" "$work/out-bbrun" | grep -v 'map.toml' || true
+rm -rf "$work/out-tar" "$work/out-bbrun"
+echo "best of $RUNS: tar -I zstd -xf ${best_tar}s, bbrun install ${best_bbrun}s"
+echo "ratio bbrun/tar: $(echo "scale=2; $best_bbrun / $best_tar" | bc)"
