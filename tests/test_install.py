@@ -273,3 +273,17 @@ def test_kill_9_leaves_old_or_new_and_rerun_finishes(frozen_parts, bbrun, tmp_pa
         run([bbrun, "install", frozen_parts["gz"], dest])
         assert leftovers(tmp_path, "app") == []
         assert run([bbrun, "verify", dest]).returncode == 0
+
+
+@pytest.mark.parametrize("fmt", ["tar.zst", "tar.gz"])
+def test_install_what_bbrun_pack_wrote(frozen_parts, bbrun, tmp_path, fmt):
+    out = tmp_path / ("app." + fmt)
+    proc = run([bbrun, "pack", frozen_parts["pristine"], "--format", fmt, "-o", out], check=False)
+    if "not implemented" in proc.stderr:
+        pytest.skip("bbrun pack is not merged yet")
+    assert proc.returncode == 0, proc.stderr
+    dest = tmp_path / "srv" / "app"
+    run([bbrun, "install", out, dest])
+    res = json.loads(run([dest / "bin" / "demo"], cwd=tmp_path).stdout)
+    assert res["btrees"].startswith(str(dest) + "/")
+    assert run([bbrun, "verify", dest]).returncode == 0
