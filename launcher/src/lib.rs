@@ -16,6 +16,7 @@ pub mod interp;
 pub mod launch;
 pub mod map;
 pub mod native;
+pub mod package;
 pub mod relocate;
 pub mod retarget;
 pub mod shebang;

@@ -53,7 +53,9 @@ pub fn write_deb<W: Write + Seek>(
     let header_at = out.stream_position()?;
     out.write_all(&ar_header(&name, mtime, 0))?;
     let start = out.stream_position()?;
-    let root = format!(".{}", prefix.trim_end_matches('/'));
+    // The tar crate writes names without a leading `./`; dpkg accepts both,
+    // and hardlink targets must be spelled like the names they point at.
+    let root = prefix.trim_matches('/').to_string();
     tarball::write_compressed(set, &root, data_compression, &mut *out, progress)?;
     let end = out.stream_position()?;
     let size = end - start;

@@ -336,6 +336,15 @@ fn parse_line(line: &str) -> Result<ManifestEntry> {
     if kind == EntryKind::Hardlink {
         check_path(target.as_deref().unwrap_or_default()).map_err(|e| anyhow!("target: {e}"))?;
     }
+    if target
+        .as_deref()
+        .is_some_and(|t| t.is_empty() || t.contains('\0'))
+    {
+        bail!(
+            "{} {path:?} has an empty target or one with a NUL byte",
+            kind.as_str()
+        );
+    }
     Ok(ManifestEntry {
         path,
         kind,
@@ -416,7 +425,9 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     let mut f =
         std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
     let mut h = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
+    let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+    // Sized to the file: see packset::for_each_chunk.
+    let mut buf = vec![0u8; (size as usize + 1).min(256 * 1024)];
     loop {
         let n = f
             .read(&mut buf)
@@ -540,6 +551,10 @@ mod tests {
                 "twice",
             ),
             (b"\xff\xfe", "not UTF-8"),
+            (
+                b"bbrun-manifest\t1\nx\tsymlink\t0777\t1\t-\ta\\x00\n",
+                "NUL byte",
+            ),
         ];
         for (input, want) in cases {
             let err = format!("{:#}", Manifest::parse(input, src).unwrap_err());

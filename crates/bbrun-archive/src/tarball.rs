@@ -35,8 +35,8 @@ impl Compression {
 
 /// Write `set` as a tar stream to `out` and return `out`. `root` is the
 /// directory the entries go under inside the archive: `""` for the tree's
-/// own top level, or e.g. `./opt/app`, whose parent directories (`./`,
-/// `./opt/`, ...) are written first as `0755` directories.
+/// own top level, or e.g. `opt/app`, whose parent directories (`opt/`,
+/// `opt/app/`) are written first as `0755` directories.
 pub fn write_tar<W: Write>(set: &PackSet, root: &str, out: W, progress: Progress) -> Result<W> {
     let mut b = tar::Builder::new(out);
     let mtime = set.mtime.max(0) as u64;
@@ -103,16 +103,33 @@ pub fn write_compressed<W: Write>(
     match compression {
         Compression::Zstd(level) => {
             let enc = zstd_encoder(out, level, reproducible::zstd_workers())?;
-            let enc = write_tar(set, root, enc, progress)?;
-            enc.finish().context("zstd: cannot finish the stream")
+            let enc = write_tar(set, root, buffered(enc), progress)?;
+            unbuffer(enc)?
+                .finish()
+                .context("zstd: cannot finish the stream")
         }
         Compression::Gzip(level) => {
             // GzBuilder writes mtime 0, no file name and OS "unknown".
             let enc = flate2::GzBuilder::new().write(out, flate2::Compression::new(level.min(9)));
-            let enc = write_tar(set, root, enc, progress)?;
-            enc.finish().context("gzip: cannot finish the stream")
+            let enc = write_tar(set, root, buffered(enc), progress)?;
+            unbuffer(enc)?
+                .finish()
+                .context("gzip: cannot finish the stream")
         }
     }
+}
+
+/// Big writes into the compressor: the tar writer copies file content in
+/// 8 KiB pieces, and each call into a multi-threaded zstd stream has a
+/// fixed cost. (std's io::copy also reads straight into this buffer.)
+fn buffered<W: Write>(w: W) -> std::io::BufWriter<W> {
+    std::io::BufWriter::with_capacity(1 << 20, w)
+}
+
+fn unbuffer<W: Write>(b: std::io::BufWriter<W>) -> Result<W> {
+    b.into_inner()
+        .map_err(|e| e.into_error())
+        .context("cannot write the compressed stream")
 }
 
 /// A zstd encoder with `workers` (at least 1) threads; its output does not

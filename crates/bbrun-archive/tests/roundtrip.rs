@@ -215,7 +215,7 @@ fn deb_is_an_ar_with_control_and_data_under_prefix() {
     assert_eq!(data["opt/myapp/bin/app"].mode, 0o755);
     assert_eq!(
         data["opt/myapp/bin/app-again"].link.as_deref(),
-        Some("./opt/myapp/bin/app")
+        Some("opt/myapp/bin/app")
     );
     assert!(data.contains_key("opt"));
     let mut control = Vec::new();
@@ -225,4 +225,51 @@ fn deb_is_an_ar_with_control_and_data_under_prefix() {
     let c = read_back(&control);
     let text = String::from_utf8(c["control"].data.clone()).unwrap();
     assert!(text.starts_with("Package: myapp\nVersion: 1.0\n"), "{text}");
+}
+
+#[test]
+fn rpm_holds_every_entry_under_prefix_reproducibly() {
+    use bbrun_archive::rpmpkg::{self, RpmMeta};
+    let d = tempfile::tempdir().unwrap();
+    sample_tree(d.path());
+    let meta = RpmMeta {
+        name: "myapp".into(),
+        version: "1.0".into(),
+        release: "1".into(),
+        arch: "x86_64".into(),
+        license: "MIT".into(),
+        description: "app".into(),
+        requires: vec!["python(abi) = 3.11".into()],
+    };
+    let build = || {
+        let mut set = PackSet::from_tree(d.path()).unwrap();
+        set.add_manifest(&|_| {}).unwrap();
+        let mut out = Vec::new();
+        rpmpkg::write_rpm(&set, &meta, "/opt/myapp", 3, &mut out, &|_| {}).unwrap();
+        out
+    };
+    let bytes = build();
+    assert_eq!(bytes, build());
+    let pkg = rpm::Package::parse(&mut Cursor::new(&bytes)).unwrap();
+    let files: BTreeMap<String, _> = pkg
+        .metadata
+        .get_file_entries()
+        .unwrap()
+        .into_iter()
+        .map(|f| (f.path().to_string_lossy().into_owned(), f))
+        .collect();
+    assert!(files.keys().all(|p| p.starts_with("/opt/myapp")));
+    let app = &files["/opt/myapp/bin/app"];
+    assert_eq!(
+        (app.permissions(), app.user(), app.group()),
+        (0o755, "root", "root")
+    );
+    assert_eq!(files["/opt/myapp/bin/app-again"].permissions(), 0o755);
+    assert_eq!(
+        files["/opt/myapp/bin/data"].linkto(),
+        Some("../lib/data.bin")
+    );
+    assert_eq!(files["/opt/myapp/lib/data.bin"].permissions(), 0o600);
+    assert_eq!(files["/opt/myapp/empty"].permissions(), 0o750);
+    assert!(files.contains_key("/opt/myapp/.bbrun/manifest.tsv"));
 }
