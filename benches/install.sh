@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Benchmark: `bbrun install` (unpack + verify every file against the
 # manifest + relocate + atomic move) against plain `tar -I zstd -xf` of the
-# same archive, both into empty directories, in the same run.
+# same archive, both into empty directories, in the same run: without a
+# flush (`--no-sync` against plain tar) and with one (the default, which
+# syncs the filesystem before the final rename, against tar && sync).
 #
 #   bash benches/install.sh [FILES] [MIB]     (defaults: 40000 files, 300 MiB)
 #
@@ -80,36 +82,47 @@ sync
 best_tar=999999
 best_tar_sync=999999
 best_bbrun=999999
+best_nosync=999999
+install() { # DEST [--no-sync]: prints seconds
+    local t0 t1
+    t0=$(now)
+    "$bbrun" install "$archive" "$@" >/dev/null
+    t1=$(now)
+    sync
+    echo "$t1 - $t0" | bc
+}
 for i in $(seq "$RUNS"); do
     out_tar=$runs/$i-tar
-    out_bbrun=$runs/$i-bbrun
     mkdir "$out_tar"
     # Alternate the order so neither always runs on a warmer cache.
     if [ $((i % 2)) -eq 0 ]; then
-        t2=$(now); "$bbrun" install "$archive" "$out_bbrun" >/dev/null; t3=$(now)
-        sync
+        tb=$(install "$runs/$i-bbrun")
+        tn=$(install "$runs/$i-nosync" --no-sync)
     fi
     t0=$(now)
     tar -I zstd -xf "$archive" -C "$out_tar"
     t1=$(now)
     # bbrun install flushes the tree before moving it into place (syncfs);
-    # tar does not: time its flush separately for the like-for-like figure.
+    # tar does not: time its flush too for the like-for-like figure.
     sync
     ts=$(now)
     if [ $((i % 2)) -eq 1 ]; then
-        t2=$(now); "$bbrun" install "$archive" "$out_bbrun" >/dev/null; t3=$(now)
+        tn=$(install "$runs/$i-nosync" --no-sync)
+        tb=$(install "$runs/$i-bbrun")
     fi
     tt=$(echo "$t1 - $t0" | bc)
     tts=$(echo "$ts - $t0" | bc)
-    tb=$(echo "$t3 - $t2" | bc)
-    echo "run $i: tar -I zstd -xf ${tt}s (with sync ${tts}s)   bbrun install ${tb}s"
+    printf 'run %d: tar %.2fs, tar+sync %.2fs | bbrun install --no-sync %.2fs, bbrun install %.2fs\n' \
+        "$i" "$tt" "$tts" "$tn" "$tb"
     best_tar=$(min "$tt" "$best_tar")
     best_tar_sync=$(min "$tts" "$best_tar_sync")
     best_bbrun=$(min "$tb" "$best_bbrun")
+    best_nosync=$(min "$tn" "$best_nosync")
 done
-# The two trees must be the same, except what install rewrites.
+# The trees must be the same, except what install rewrites.
 diff -rq --no-dereference "$runs/1-tar" "$runs/1-bbrun" | grep -v 'map.toml' || true
 rm -rf "$runs"
-echo "best of $RUNS: tar -I zstd -xf ${best_tar}s (${best_tar_sync}s with sync), bbrun install ${best_bbrun}s"
-echo "ratio bbrun/tar: $(echo "scale=2; $best_bbrun / $best_tar" | bc)"
-echo "ratio bbrun/(tar+sync): $(echo "scale=2; $best_bbrun / $best_tar_sync" | bc)"
+ratio() { echo "scale=2; $1 / $2" | bc; }
+echo "best of $RUNS:"
+echo "  tar -I zstd -xf           ${best_tar}s   bbrun install --no-sync ${best_nosync}s   ratio $(ratio "$best_nosync" "$best_tar")"
+echo "  tar -I zstd -xf && sync   ${best_tar_sync}s   bbrun install           ${best_bbrun}s   ratio $(ratio "$best_bbrun" "$best_tar_sync")"

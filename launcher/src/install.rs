@@ -43,11 +43,14 @@ pub struct InstallReport {
 }
 
 /// Install `archive` at `dest`, naming `launcher` in the scripts' first
-/// lines. `progress` gets the compressed bytes read so far.
+/// lines. With `sync`, the tree is flushed to disk before it is moved into
+/// place, so even a power cut leaves the old tree or the complete new one.
+/// `progress` gets the compressed bytes read so far.
 pub fn install(
     archive: &Path,
     dest: &Path,
     launcher: &Path,
+    sync: bool,
     progress: &dyn Fn(u64),
 ) -> Result<InstallReport> {
     let started = Instant::now();
@@ -65,7 +68,7 @@ pub fn install(
     let staging = parent.join(format!(".{name}.bbrun-staging.{}", std::process::id()));
     fs::create_dir(&staging)
         .with_context(|| format!("{}: cannot create staging directory", staging.display()))?;
-    let staged = stage(&archive, &staging, &dest, launcher, progress);
+    let staged = stage(&archive, &staging, &dest, launcher, sync, progress);
     let mut report = match staged {
         Ok(r) => r,
         Err(e) => {
@@ -88,6 +91,7 @@ fn stage(
     staging: &Path,
     dest: &Path,
     launcher: &Path,
+    sync: bool,
     progress: &dyn Fn(u64),
 ) -> Result<InstallReport> {
     let unpacked = unpack::unpack(archive, staging, progress)?;
@@ -115,9 +119,12 @@ fn stage(
         }
     }
     let changes = crate::commands::shebang::apply(&tree, Some(launcher), false, false)?;
-    // One flush for the whole tree before it becomes visible at DEST, so
-    // a power cut after the rename cannot leave empty files behind.
-    sync_filesystem(staging);
+    // One flush for the whole tree before it becomes visible at DEST, so a
+    // power cut after the rename cannot leave empty files behind. (A full
+    // disk needs no flush to be seen: ext4 and xfs reserve space at write.)
+    if sync {
+        sync_filesystem(staging);
+    }
     Ok(InstallReport {
         archive: archive.display().to_string(),
         dest: dest_s,

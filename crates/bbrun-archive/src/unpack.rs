@@ -22,7 +22,7 @@ use std::io::{self, BufReader, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -40,11 +40,15 @@ pub enum Compression {
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
-/// Files up to this size are read whole and written by the writer thread;
+/// Files up to this size are read whole and written by a writer thread;
 /// larger ones are streamed by the reader so memory stays bounded.
 const BUFFERED_MAX: u64 = 4 << 20;
-/// Jobs queued for the writer thread at most (each at most `BUFFERED_MAX`).
-const QUEUE: usize = 32;
+/// Jobs queued for the writer threads at most (each at most `BUFFERED_MAX`).
+const QUEUE: usize = 64;
+/// Writer threads. Creating files is kernel work that dominates unpacking
+/// many small files; two writers keep both cores busy while the reader
+/// decompresses and hashes.
+const WRITERS: usize = 2;
 /// Symlinks followed while resolving one target, like the kernel's limit.
 const MAX_LINK_DEPTH: usize = 40;
 
@@ -100,9 +104,10 @@ pub fn unpack(archive: &Path, dest: &Path, progress: &dyn Fn(u64)) -> Result<Man
     };
     let mut unpacker = Unpacker::new(archive, dest);
     let result = unpacker.run(decoder, &|| progress(read.load(Ordering::Relaxed)));
-    let writer_result = unpacker.finish_writer();
+    // A writer's error (a full disk) comes first: it is why the reader
+    // stopped, if it did.
+    unpacker.finish_writers()?;
     result?;
-    writer_result?;
     unpacker.finish()
 }
 
@@ -131,15 +136,11 @@ enum Seen {
 }
 
 struct FileJob {
-    index: usize,
     path: PathBuf,
     data: Vec<u8>,
     mode: u32,
     mtime: u64,
 }
-
-/// The writer thread: the (entry index, sha256) of every file it wrote.
-type Writer = std::thread::JoinHandle<Result<Vec<(usize, String)>>>;
 
 struct Unpacker<'a> {
     archive: &'a Path,
@@ -154,20 +155,33 @@ struct Unpacker<'a> {
     /// Hardlinks to create once every file is written: (path, target).
     hardlinks: Vec<(String, String)>,
     jobs: Option<mpsc::SyncSender<FileJob>>,
-    writer: Option<Writer>,
+    writers: Vec<std::thread::JoinHandle<Result<()>>>,
+    /// The process umask: a file created with its mode needs no chmod
+    /// unless the umask would strip bits from it.
+    umask: u32,
 }
 
 impl<'a> Unpacker<'a> {
     fn new(archive: &'a Path, dest: &'a Path) -> Unpacker<'a> {
         let (tx, rx) = mpsc::sync_channel::<FileJob>(QUEUE);
-        let writer = std::thread::spawn(move || -> Result<Vec<(usize, String)>> {
-            let mut hashes = Vec::new();
-            for job in rx {
-                let sha = write_file(&job.path, &job.data, job.mode, job.mtime)?;
-                hashes.push((job.index, sha));
-            }
-            Ok(hashes)
-        });
+        let rx = Arc::new(Mutex::new(rx));
+        let umask = current_umask();
+        let writers = (0..WRITERS)
+            .map(|_| {
+                let rx = rx.clone();
+                std::thread::spawn(move || -> Result<()> {
+                    loop {
+                        // The lock is held only to take one job.
+                        let job = match rx.lock() {
+                            Ok(r) => r.recv(),
+                            Err(_) => return Ok(()),
+                        };
+                        let Ok(job) = job else { return Ok(()) };
+                        write_file(&job.path, &job.data, job.mode, job.mtime, umask)?;
+                    }
+                })
+            })
+            .collect();
         Unpacker {
             archive,
             dest,
@@ -177,7 +191,8 @@ impl<'a> Unpacker<'a> {
             symlinks: Vec::new(),
             hardlinks: Vec::new(),
             jobs: Some(tx),
-            writer: Some(writer),
+            writers,
+            umask,
         }
     }
 
@@ -262,8 +277,9 @@ impl<'a> Unpacker<'a> {
                     entry
                         .read_to_end(&mut data)
                         .map_err(|e| self.err(&path, format!("truncated or corrupt data ({e})")))?;
+                    // Hashed here, so the writers do nothing but write.
+                    self.entries[index].sha256 = Some(crate::manifest::sha256_hex(&data));
                     let job = FileJob {
-                        index,
                         path: abs,
                         data,
                         mode,
@@ -271,11 +287,11 @@ impl<'a> Unpacker<'a> {
                     };
                     let sent = self.jobs.as_ref().map(|tx| tx.send(job).is_ok());
                     if sent != Some(true) {
-                        // The writer stopped on an error; finish_writer reports it.
+                        // A writer stopped on an error; finish_writers reports it.
                         bail!("{}: writing stopped", self.archive.display());
                     }
                 } else {
-                    let sha = stream_file(&abs, entry, mode, mtime)
+                    let sha = stream_file(&abs, entry, mode, mtime, self.umask)
                         .map_err(|e| self.err(&path, format!("{e:#}")))?;
                     self.entries[index].sha256 = Some(sha);
                 }
@@ -366,19 +382,20 @@ impl<'a> Unpacker<'a> {
         Ok(())
     }
 
-    /// Close the job queue and wait for the writer; fill in the hashes.
-    fn finish_writer(&mut self) -> Result<()> {
+    /// Close the job queue and wait for the writers.
+    fn finish_writers(&mut self) -> Result<()> {
         drop(self.jobs.take());
-        let Some(handle) = self.writer.take() else {
-            return Ok(());
-        };
-        let hashes = handle
-            .join()
-            .map_err(|_| anyhow!("{}: writer thread failed", self.archive.display()))??;
-        for (index, sha) in hashes {
-            self.entries[index].sha256 = Some(sha);
+        let mut first = Ok(());
+        for handle in self.writers.drain(..) {
+            let r = handle
+                .join()
+                .map_err(|_| anyhow!("{}: writer thread failed", self.archive.display()))
+                .and_then(|r| r);
+            if first.is_ok() {
+                first = r;
+            }
         }
-        Ok(())
+        first
     }
 
     /// Hardlinks, directory modes, then the checked symlinks.
@@ -507,16 +524,21 @@ fn split_target(t: &str) -> Option<std::collections::VecDeque<String>> {
 /// Create `path` (never existing before: duplicates are refused, and
 /// `O_CREAT|O_EXCL` never follows a symlink anyway), write, set mode and
 /// mtime; return the content's sha256.
-fn write_file(path: &Path, data: &[u8], mode: u32, mtime: u64) -> Result<String> {
-    let mut f = create(path)?;
+fn write_file(path: &Path, data: &[u8], mode: u32, mtime: u64, umask: u32) -> Result<()> {
+    let mut f = create(path, mode)?;
     f.write_all(data)
         .with_context(|| format!("{}: cannot write", path.display()))?;
-    finish_file(&f, path, mode, mtime)?;
-    Ok(crate::manifest::sha256_hex(data))
+    finish_file(&f, path, mode, mtime, umask)
 }
 
-fn stream_file(path: &Path, src: &mut impl Read, mode: u32, mtime: u64) -> Result<String> {
-    let mut f = create(path)?;
+fn stream_file(
+    path: &Path,
+    src: &mut impl Read,
+    mode: u32,
+    mtime: u64,
+    umask: u32,
+) -> Result<String> {
+    let mut f = create(path, mode)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -530,38 +552,40 @@ fn stream_file(path: &Path, src: &mut impl Read, mode: u32, mtime: u64) -> Resul
         f.write_all(&buf[..n])
             .with_context(|| format!("{}: cannot write", path.display()))?;
     }
-    finish_file(&f, path, mode, mtime)?;
+    finish_file(&f, path, mode, mtime, umask)?;
     let digest = hasher.finalize();
     Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-fn create(path: &Path) -> Result<File> {
+fn create(path: &Path, mode: u32) -> Result<File> {
     OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o600)
+        .mode(mode & 0o777)
         .open(path)
         .with_context(|| format!("{}: cannot create", path.display()))
 }
 
-fn finish_file(f: &File, path: &Path, mode: u32, mtime: u64) -> Result<()> {
-    // Start writing the data back now, without waiting: the caller flushes
-    // the whole tree once at the end, and that flush is short when the
-    // disk has been busy all along instead of only then.
-    start_writeback(f);
-    f.set_permissions(fs::Permissions::from_mode(mode))
-        .with_context(|| format!("{}: cannot set mode", path.display()))?;
+fn finish_file(f: &File, path: &Path, mode: u32, mtime: u64, umask: u32) -> Result<()> {
+    // Created with `mode`; only bits the umask took (or setuid, setgid,
+    // sticky, which open ignores) need a chmod.
+    if mode & 0o7000 != 0 || mode & umask != 0 {
+        f.set_permissions(fs::Permissions::from_mode(mode))
+            .with_context(|| format!("{}: cannot set mode", path.display()))?;
+    }
     // Python compares a source's mtime with its cached bytecode: keep it.
     f.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(mtime))
         .with_context(|| format!("{}: cannot set mtime", path.display()))?;
     Ok(())
 }
 
-fn start_writeback(f: &File) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: a valid open descriptor; the call only schedules I/O.
+/// The process umask (set back at once; bbrun creates no files meanwhile).
+fn current_umask() -> u32 {
+    // SAFETY: umask cannot fail; the old value is restored right away.
     unsafe {
-        libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+        let old = libc::umask(0o022);
+        libc::umask(old);
+        old as u32
     }
 }
 

@@ -21,6 +21,11 @@ pub struct Args {
     /// Launcher to name in the scripts' first lines (default: this bbrun).
     #[arg(long)]
     pub launcher: Option<PathBuf>,
+    /// Do not flush the tree to disk before moving it into place: faster
+    /// (the flush covers the whole filesystem, other programs' writes too),
+    /// but a power cut just after may leave empty files.
+    #[arg(long)]
+    pub no_sync: bool,
     /// Print a JSON summary.
     #[arg(long)]
     pub json: bool,
@@ -45,7 +50,7 @@ pub fn run(args: Args) -> Result<i32> {
     } else {
         ProgressBar::hidden()
     };
-    let result = install::install(&args.archive, &args.dest, &launcher, &|n| {
+    let result = install::install(&args.archive, &args.dest, &launcher, !args.no_sync, &|n| {
         bar.set_position(n)
     });
     bar.finish_and_clear();
