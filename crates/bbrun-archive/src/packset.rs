@@ -52,13 +52,16 @@ pub struct PackSet {
     pub entries: Vec<PackEntry>,
     /// The mtime every entry gets (see [`crate::reproducible`]).
     pub mtime: i64,
+    /// Sockets in the tree, not packed (see [`walk::walk`]).
+    pub skipped_sockets: Vec<String>,
 }
 
 impl PackSet {
     /// The tree at `root`, without a manifest it may hold (the archive gets
     /// a fresh one), with every mtime set to [`crate::reproducible::archive_mtime`].
     pub fn from_tree(root: &Path) -> Result<PackSet> {
-        let items: Vec<_> = walk::walk(root)?
+        let (items, skipped_sockets) = walk::walk_noting_sockets(root)?;
+        let items: Vec<_> = items
             .into_iter()
             .filter(|i| i.path != MANIFEST_PATH)
             .collect();
@@ -80,7 +83,11 @@ impl PackSet {
                 target: i.target,
             })
             .collect();
-        Ok(PackSet { entries, mtime })
+        Ok(PackSet {
+            entries,
+            mtime,
+            skipped_sockets,
+        })
     }
 
     pub fn get(&self, path: &str) -> Option<&PackEntry> {
@@ -96,13 +103,15 @@ impl PackSet {
     /// hardlinked name becomes a file of its own: its content now differs.
     pub fn put_file(&mut self, path: &str, bytes: Vec<u8>, mode: Option<u32>) -> Result<()> {
         manifest::check_path(path)?;
+        let size = bytes.len() as u64;
+        let bytes: Arc<[u8]> = bytes.into();
         let entry = |old_mode: u32| PackEntry {
             path: path.to_string(),
             kind: EntryKind::File,
             mode: mode.unwrap_or(old_mode),
-            size: bytes.len() as u64,
+            size,
             target: None,
-            source: Source::Bytes(bytes.clone().into()),
+            source: Source::Bytes(bytes.clone()),
         };
         match self.index(path) {
             Ok(i) => {
@@ -118,7 +127,7 @@ impl PackSet {
                 self.promote_hardlinks_of(path, old_content);
             }
             Err(_) => {
-                self.ensure_dirs(path);
+                self.ensure_dirs(path)?;
                 let new = entry(0o644);
                 let at = self.index(path).unwrap_err();
                 self.entries.insert(at, new);
@@ -148,7 +157,10 @@ impl PackSet {
         }
     }
 
-    fn ensure_dirs(&mut self, path: &str) {
+    /// Add the missing parent directories of `path`. A parent that is a
+    /// file or a symlink in the tree is an error: an archive with entries
+    /// below a symlink would write through it when unpacked.
+    fn ensure_dirs(&mut self, path: &str) -> Result<()> {
         let mut dir = String::new();
         let parts: Vec<&str> = path.split('/').collect();
         for part in &parts[..parts.len() - 1] {
@@ -156,8 +168,13 @@ impl PackSet {
                 dir.push('/');
             }
             dir.push_str(part);
-            if let Err(at) = self.index(&dir) {
-                self.entries.insert(
+            match self.index(&dir) {
+                Ok(i) if self.entries[i].kind != EntryKind::Dir => bail!(
+                    "{dir}: is a {} in the tree, cannot add {path} below it",
+                    self.entries[i].kind.as_str()
+                ),
+                Ok(_) => {}
+                Err(at) => self.entries.insert(
                     at,
                     PackEntry {
                         path: dir.clone(),
@@ -167,9 +184,10 @@ impl PackSet {
                         target: None,
                         source: Source::None,
                     },
-                );
+                ),
             }
         }
+        Ok(())
     }
 
     /// Total content bytes (what progress counts per pass).
@@ -353,6 +371,10 @@ mod tests {
             ]
         );
         assert_eq!(set.get("c").unwrap().target.as_deref(), Some("b"));
+        std::os::unix::fs::symlink("/etc", r.join("s")).unwrap();
+        let mut set2 = PackSet::from_tree(r).unwrap();
+        let err = set2.put_file("s/passwd", b"x".to_vec(), None).unwrap_err();
+        assert!(err.to_string().contains("s: is a symlink"), "{err}");
         let m = set.manifest(&|_| {}).unwrap();
         assert_eq!(
             m.get("a").unwrap().sha256.as_deref(),

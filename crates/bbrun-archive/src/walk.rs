@@ -7,7 +7,7 @@
 //! its other names, which is what tar needs to write a link after its target.
 
 use std::collections::HashMap;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -31,11 +31,19 @@ pub struct TreeItem {
     pub target: Option<String>,
 }
 
-/// Every entry below `root`, sorted by path. Names that are not UTF-8 and
-/// special files (sockets, fifos, devices) are refused: no archive format
-/// here carries them faithfully and a Python tree has none.
+/// Every entry below `root`, sorted by path. Sockets are left out: they
+/// belong to a running program (a buildout's `var/*.sock`), not to the
+/// content, and no archive carries them. Names that are not UTF-8, fifos
+/// and devices are refused: no format here carries them faithfully and a
+/// Python tree has none.
 pub fn walk(root: &Path) -> Result<Vec<TreeItem>> {
+    Ok(walk_noting_sockets(root)?.0)
+}
+
+/// [`walk`], and the relative paths of the sockets it left out.
+pub fn walk_noting_sockets(root: &Path) -> Result<(Vec<TreeItem>, Vec<String>)> {
     let mut items = Vec::new();
+    let mut sockets = Vec::new();
     for entry in walkdir::WalkDir::new(root).min_depth(1).follow_links(false) {
         let entry = entry.map_err(|e| {
             let at = e.path().unwrap_or(root).display().to_string();
@@ -64,9 +72,12 @@ pub fn walk(root: &Path) -> Result<Vec<TreeItem>> {
             (EntryKind::Symlink, t.len() as u64, Some(t.to_string()))
         } else if ft.is_file() {
             (EntryKind::File, meta.len(), None)
+        } else if ft.is_socket() {
+            sockets.push(rel.to_string());
+            continue;
         } else {
             bail!(
-                "{}: is a socket, fifo or device; bbrun archives only files, directories and links",
+                "{}: is a fifo or device; bbrun archives only files, directories and links",
                 abs.display()
             );
         };
@@ -87,7 +98,8 @@ pub fn walk(root: &Path) -> Result<Vec<TreeItem>> {
     // The first name (in sorted order) of an inode is the file; the later
     // ones link to it.
     let mut first_name: HashMap<(u64, u64), String> = HashMap::new();
-    Ok(items
+    sockets.sort();
+    let items = items
         .into_iter()
         .map(|(mut item, (dev, ino, nlink))| {
             if item.kind == EntryKind::File && nlink > 1 {
@@ -104,7 +116,8 @@ pub fn walk(root: &Path) -> Result<Vec<TreeItem>> {
             }
             item
         })
-        .collect())
+        .collect();
+    Ok((items, sockets))
 }
 
 /// The newest mtime in the tree (0 for an empty tree): the default archive
@@ -133,5 +146,15 @@ mod tests {
         assert_eq!(items[2].target.as_deref(), Some("a.b"));
         assert_eq!(items[3].kind, EntryKind::Symlink);
         assert_eq!(items[3].target.as_deref(), Some("a/z"));
+    }
+
+    #[test]
+    fn sockets_are_left_out_and_noted() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("var")).unwrap();
+        let _l = std::os::unix::net::UnixListener::bind(d.path().join("var/zeo.sock")).unwrap();
+        let (items, sockets) = walk_noting_sockets(d.path()).unwrap();
+        assert_eq!(items.len(), 1);
+        assert_eq!(sockets, ["var/zeo.sock"]);
     }
 }

@@ -32,6 +32,7 @@ fn sample_tree(r: &Path) {
     std::fs::hard_link(r.join("bin/app"), r.join("bin/app-again")).unwrap();
     std::os::unix::fs::symlink("../lib/data.bin", r.join("bin/data")).unwrap();
     std::os::unix::fs::symlink(format!("/{}", "t".repeat(150)), r.join("bin/far")).unwrap();
+    std::os::unix::fs::symlink("./x//y/", r.join("bin/odd")).unwrap();
     std::fs::create_dir(r.join("empty")).unwrap();
     std::fs::set_permissions(r.join("empty"), std::fs::Permissions::from_mode(0o750)).unwrap();
 }
@@ -97,6 +98,7 @@ fn tar_zst_round_trips_every_kind_of_entry() {
     assert_eq!(seen["bin/data"].kind, tar::EntryType::Symlink);
     assert_eq!(seen["bin/data"].link.as_deref(), Some("../lib/data.bin"));
     assert_eq!(seen["bin/far"].link.as_deref().map(str::len), Some(151));
+    assert_eq!(seen["bin/odd"].link.as_deref(), Some("./x//y/"));
     assert_eq!(seen["lib/data.bin"].mode, 0o600);
     assert_eq!(seen["lib/data.bin"].data.len(), 70_000);
     assert_eq!(

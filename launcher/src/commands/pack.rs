@@ -128,6 +128,8 @@ struct Summary {
     /// Bytes of file content packed.
     content_bytes: u64,
     sha256: String,
+    /// Sockets in the tree, left out (they belong to a running program).
+    skipped_sockets: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     package: Option<PackageSummary>,
 }
@@ -144,6 +146,9 @@ struct PackageSummary {
 
 pub fn run(args: Args) -> Result<i32> {
     let root = fsutil::absolute_lexical(&args.path)?;
+    if !root.is_dir() {
+        bail!("{}: no such directory", root.display());
+    }
     let map_path = map::map_path(&root);
     if !map_path.is_file() {
         bail!(
@@ -170,6 +175,12 @@ pub fn run(args: Args) -> Result<i32> {
     let compression = compression(&args)?;
 
     let mut set = PackSet::from_tree(&root)?;
+    for s in &set.skipped_sockets {
+        eprintln!(
+            "bbrun: note: {}: socket left out of the archive",
+            root.join(s).display()
+        );
+    }
     let mut pkg = None;
     if args.format.is_package() {
         let name = args
@@ -304,6 +315,7 @@ pub fn run(args: Args) -> Result<i32> {
             bytes,
             content_bytes: set.content_bytes(),
             sha256: fsutil::sha256_file(&output)?,
+            skipped_sockets: set.skipped_sockets.clone(),
             package: pkg,
         };
         println!("{}", serde_json::to_string_pretty(&summary)?);
@@ -409,4 +421,28 @@ fn progress_bar(total: u64) -> indicatif::ProgressBar {
         bar.set_style(style.progress_chars("=> "));
     }
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_write_leaves_nothing_behind() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("app.tar.zst");
+        std::fs::write(&out, b"previous artifact").unwrap();
+        let err = write_atomically(&out, |w| {
+            w.write_all(&[0u8; 3 << 20])?;
+            bail!("disk on fire")
+        })
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("disk on fire"));
+        // The old artifact is intact and no temporary file is left.
+        assert_eq!(std::fs::read(&out).unwrap(), b"previous artifact");
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+        write_atomically(&out, |w| Ok(w.write_all(b"new")?)).unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), b"new");
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+    }
 }
