@@ -287,3 +287,27 @@ def test_install_what_bbrun_pack_wrote(frozen_parts, bbrun, tmp_path, fmt):
     res = json.loads(run([dest / "bin" / "demo"], cwd=tmp_path).stdout)
     assert res["btrees"].startswith(str(dest) + "/")
     assert run([bbrun, "verify", dest]).returncode == 0
+
+
+def test_full_disk_leaves_previous_install(frozen_parts, bbrun, tmp_path):
+    """On a filesystem with room for one tree but not two, a second install
+    fails cleanly: the previous tree stays whole, no staging is left."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    size = sum(f.stat().st_size for f in frozen_parts["pristine"].rglob("*") if f.is_file())
+    mib = size * 3 // 2 // (1 << 20) + 8
+    if run(["mount", "-t", "tmpfs", "-o", "size=%dm" % mib, "tmpfs", mnt], check=False).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        dest = mnt / "app"
+        run([bbrun, "install", frozen_parts["zst"], dest])
+        before = tree_digest(dest, skip=())
+        proc = run([bbrun, "install", frozen_parts["zst"], dest], check=False)
+        assert proc.returncode == 2
+        assert "No space left" in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert tree_digest(dest, skip=()) == before
+        assert leftovers(mnt, "app") == []
+        assert run([bbrun, "verify", dest]).returncode == 0
+    finally:
+        run(["umount", mnt], check=False)
