@@ -311,3 +311,19 @@ def test_full_disk_leaves_previous_install(frozen_parts, bbrun, tmp_path):
         assert run([bbrun, "verify", dest]).returncode == 0
     finally:
         run(["umount", mnt], check=False)
+
+
+@pytest.mark.parametrize("fmt", ["tar.zst", "tar.gz"])
+def test_frozen_sample_packed_and_installed(frozen_sample, bbrun, tmp_path, fmt):
+    """The plain sample (conftest), packed by bbrun pack, installed at a
+    path it never lived at: `./bin/demo` and `bbrun bin/demo` from DEST."""
+    arch = tmp_path / ("sample." + fmt)
+    run([bbrun, "pack", frozen_sample["pristine"], "--format", fmt, "-o", arch])
+    dest = tmp_path / "elsewhere" / "sample"
+    run([bbrun, "install", arch, dest])
+    for cmd in (["./bin/demo", "z"], [bbrun, "bin/demo", "z"]):
+        res = json.loads(run(cmd, cwd=dest).stdout)
+        assert res["btrees"].startswith(str(dest) + "/"), res
+        assert res["zope_interface_c"].startswith(str(dest) + "/"), res
+        assert res["keys"] == ["a", "b"]
+    assert run([bbrun, "verify", dest]).returncode == 0
