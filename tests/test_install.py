@@ -184,6 +184,11 @@ def test_tampered_file_caught_by_install_and_verify(frozen_parts, bbrun, tmp_pat
     assert rep["changed"] == [victim]
     assert rep["added"] == ["bin/extra"]
     assert {e["path"] for e in rep["expected"]} >= {".installed.cfg", ".bbrun/map.toml", "bin/demo"}
+    # A recorded file is expected to differ only by the relocation rewrite.
+    cfg = dest / ".installed.cfg"
+    cfg.write_text(cfg.read_text().replace("recipe = zc.recipe.cmmi", "recipe = evil.recipe"))
+    rep = json.loads(run([bbrun, "verify", "--json", dest], check=False).stdout)
+    assert ".installed.cfg" in rep["changed"]
 
 
 def buildout_keeps_parts(bbrun, root, env, cwd):
@@ -228,6 +233,7 @@ def test_hand_copy_refused_until_relocate(frozen_parts, bbrun, dists, tmp_path):
     assert ".installed.cfg" in out["rewritten"]
     cfg = (c / ".installed.cfg").read_text()
     assert str(frozen_parts["build_root"]) not in cfg and str(c) + "/parts/tiny" in cfg
+    assert run([bbrun, "verify", c]).returncode == 0
     again = run([bbrun, "relocate", c])
     assert "nothing to do" in again.stdout
     assert (c / ".installed.cfg").read_text() == cfg

@@ -144,7 +144,11 @@ pub fn classify(
         } else if path == state_file(map::MAP_FILE) {
             Some("relocation map updated for the tree's new root")
         } else if rewritten(&path) {
-            Some("recorded file rewritten for the tree's new root")
+            match map.map(|m| undo_rewrite_matches(root, &path, m, x.sha256.as_deref())) {
+                Some(Some(true)) => Some("recorded file rewritten for the tree's new root (undoing the rewrite gives the packed content)"),
+                Some(Some(false)) => None,
+                _ => Some("recorded file rewritten for the tree's new root"),
+            }
         } else if map.is_some_and(|m| script_line1_only(root, m, &path)) {
             Some("script's first line points at the launcher")
         } else {
@@ -169,6 +173,40 @@ pub fn classify(
     }
     report.ok = report.added.is_empty() && report.missing.is_empty() && report.changed.is_empty();
     report
+}
+
+/// Whether undoing the relocation rewrite of `rel` gives the packed
+/// content (`want`): `Some(true)` yes, `Some(false)` no (tampered after the
+/// rewrite), `None` when the rewrite cannot be undone unambiguously (the
+/// tree was built through a symlink, so two old forms became one).
+fn undo_rewrite_matches(
+    root: &Path,
+    rel: &str,
+    map: &RelocationMap,
+    want: Option<&str>,
+) -> Option<bool> {
+    let want = want?;
+    if map.build.root != map.build.root_realpath {
+        return None;
+    }
+    let bytes = std::fs::read(root.join(rel)).ok()?;
+    let now = map.files_root();
+    let mut candidates: Vec<&str> = vec![&map.build.root];
+    candidates.extend(map.build.previous_roots.iter().map(String::as_str));
+    for old in candidates.into_iter().filter(|c| *c != now) {
+        let mut pairs: Vec<(String, String)> = map
+            .prefixes
+            .iter()
+            .map(|p| (format!("{now}/{}", p.in_tree), p.original.clone()))
+            .collect();
+        pairs.push((now.to_string(), old.to_string()));
+        pairs.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
+        let undone = crate::relocate::rewrite_text(&bytes, &pairs).unwrap_or_else(|| bytes.clone());
+        if crate::fsutil::sha256_hex(&undone) == want {
+            return Some(true);
+        }
+    }
+    Some(false)
 }
 
 /// A recorded script whose body (everything after line 1) is still what
