@@ -333,3 +333,24 @@ def test_frozen_sample_packed_and_installed(frozen_sample, bbrun, tmp_path, fmt)
         assert res["zope_interface_c"].startswith(str(dest) + "/"), res
         assert res["keys"] == ["a", "b"]
     assert run([bbrun, "verify", dest]).returncode == 0
+
+
+def test_virtualenv_needs_allow_external_symlinks(bbrun, dists, tmp_path):
+    """A frozen venv links bin/python3 to the system interpreter: refused by
+    default, kept with --allow-external-symlinks, and its scripts run."""
+    venv = tmp_path / "venv"
+    make_venv(venv, dists, packages=("zope.interface",))
+    run([bbrun, "freeze", venv])
+    arch = tmp_path / "venv.tar.zst"
+    run([bbrun, "pack", venv, "--format", "tar.zst", "-o", arch])
+    dest = tmp_path / "deployed-venv"
+    proc = run([bbrun, "install", arch, dest], check=False)
+    assert proc.returncode == 2 and "--allow-external-symlinks" in proc.stderr
+    assert not dest.exists()
+    out = json.loads(run([bbrun, "install", "--json", "--allow-external-symlinks", arch, dest]).stdout)
+    outward = [s for s in out["external_symlinks"] if " -> /" in s]
+    assert outward and all(s.startswith("bin/python") for s in outward), out
+    assert os.readlink(dest / outward[0].split(" -> ")[0]).startswith("/")
+    pip = run([dest / "bin" / "pip", "--version"]).stdout
+    assert str(dest) + "/lib/" in pip
+    assert run([bbrun, "verify", dest]).returncode == 0

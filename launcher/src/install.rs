@@ -39,18 +39,29 @@ pub struct InstallReport {
     pub launcher: String,
     /// A previous tree at DEST was replaced.
     pub replaced: bool,
+    /// Symlinks kept pointing outside DEST (`--allow-external-symlinks`),
+    /// as `path -> target`.
+    pub external_symlinks: Vec<String>,
     pub seconds: f64,
 }
 
-/// Install `archive` at `dest`, naming `launcher` in the scripts' first
-/// lines. With `sync`, the tree is flushed to disk before it is moved into
-/// place, so even a power cut leaves the old tree or the complete new one.
-/// `progress` gets the compressed bytes read so far.
+#[derive(Debug, Clone)]
+pub struct InstallOptions {
+    /// Named in the scripts' first lines.
+    pub launcher: PathBuf,
+    /// Flush the tree to disk before it is moved into place, so even a
+    /// power cut leaves the old tree or the complete new one.
+    pub sync: bool,
+    /// Keep symlinks pointing outside DEST (a virtualenv's interpreter).
+    pub allow_external_symlinks: bool,
+}
+
+/// Install `archive` at `dest`. `progress` gets the compressed bytes read
+/// so far.
 pub fn install(
     archive: &Path,
     dest: &Path,
-    launcher: &Path,
-    sync: bool,
+    opts: &InstallOptions,
     progress: &dyn Fn(u64),
 ) -> Result<InstallReport> {
     let started = Instant::now();
@@ -68,7 +79,7 @@ pub fn install(
     let staging = parent.join(format!(".{name}.bbrun-staging.{}", std::process::id()));
     fs::create_dir(&staging)
         .with_context(|| format!("{}: cannot create staging directory", staging.display()))?;
-    let staged = stage(&archive, &staging, &dest, launcher, sync, progress);
+    let staged = stage(&archive, &staging, &dest, opts, progress);
     let mut report = match staged {
         Ok(r) => r,
         Err(e) => {
@@ -90,12 +101,27 @@ fn stage(
     archive: &Path,
     staging: &Path,
     dest: &Path,
-    launcher: &Path,
-    sync: bool,
+    opts: &InstallOptions,
     progress: &dyn Fn(u64),
 ) -> Result<InstallReport> {
-    let unpacked = unpack::unpack(archive, staging, progress)?;
+    let unpack_opts = unpack::UnpackOptions {
+        allow_external_symlinks: opts.allow_external_symlinks,
+    };
+    let unpacked = unpack::unpack_with(archive, staging, unpack_opts, progress)?;
+    let external = unpacked.external_symlinks;
+    let unpacked = unpacked.manifest;
     check_against_manifest(archive, staging, &unpacked)?;
+    // Everything install writes from here on lives in .bbrun/ or is a
+    // checked regular file; with links out of the tree allowed, .bbrun
+    // itself must not be one.
+    let state = staging.join(map::STATE_DIR);
+    if !fs::symlink_metadata(&state).is_ok_and(|m| m.is_dir()) {
+        bail!(
+            "{}: {} is not a directory in the archive; refused",
+            archive.display(),
+            map::STATE_DIR
+        );
+    }
     if !map::map_path(staging).is_file() {
         bail!(
             "{}: holds no {}/{}; is it a frozen tree packed by `bbrun pack`?",
@@ -118,11 +144,11 @@ fn stage(
             );
         }
     }
-    let changes = crate::commands::shebang::apply(&tree, Some(launcher), false, false)?;
+    let changes = crate::commands::shebang::apply(&tree, Some(&opts.launcher), false, false)?;
     // One flush for the whole tree before it becomes visible at DEST, so a
     // power cut after the rename cannot leave empty files behind. (A full
     // disk needs no flush to be seen: ext4 and xfs reserve space at write.)
-    if sync {
+    if opts.sync {
         sync_filesystem(staging);
     }
     Ok(InstallReport {
@@ -145,8 +171,12 @@ fn stage(
                     .unwrap_or_else(|_| c.path.clone())
             })
             .collect(),
-        launcher: launcher.display().to_string(),
+        launcher: opts.launcher.display().to_string(),
         replaced: false,
+        external_symlinks: external
+            .iter()
+            .map(|(p, t)| format!("{p} -> {t}"))
+            .collect(),
         seconds: 0.0,
     })
 }

@@ -49,8 +49,6 @@ const QUEUE: usize = 64;
 /// many small files; two writers keep both cores busy while the reader
 /// decompresses and hashes.
 const WRITERS: usize = 2;
-/// Symlinks followed while resolving one target, like the kernel's limit.
-const MAX_LINK_DEPTH: usize = 40;
 
 pub fn detect(archive: &Path) -> Result<Compression> {
     let mut head = [0u8; 4];
@@ -81,11 +79,39 @@ fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UnpackOptions {
+    /// Keep symlinks that point outside DEST (absolute or `..` past it)
+    /// instead of refusing the archive. Nothing is ever written through
+    /// them: entries below any symlink stay refused, and symlinks are
+    /// created after every other write.
+    pub allow_external_symlinks: bool,
+}
+
+/// What [`unpack_with`] wrote.
+#[derive(Debug)]
+pub struct Unpacked {
+    pub manifest: Manifest,
+    /// Symlinks kept although they point outside DEST: (path, target).
+    pub external_symlinks: Vec<(String, String)>,
+}
+
+/// Unpack `archive` into `dest`, an existing empty directory, refusing
+/// every symlink that leads outside it. See [`unpack_with`].
+pub fn unpack(archive: &Path, dest: &Path, progress: &dyn Fn(u64)) -> Result<Manifest> {
+    Ok(unpack_with(archive, dest, UnpackOptions::default(), progress)?.manifest)
+}
+
 /// Unpack `archive` into `dest`, an existing empty directory. `progress`
 /// is called with the compressed bytes read so far. Returns the manifest
 /// of what was written. On error, `dest` may hold a partial tree (the
 /// caller owns it and removes it); nothing outside it was touched.
-pub fn unpack(archive: &Path, dest: &Path, progress: &dyn Fn(u64)) -> Result<Manifest> {
+pub fn unpack_with(
+    archive: &Path,
+    dest: &Path,
+    opts: UnpackOptions,
+    progress: &dyn Fn(u64),
+) -> Result<Unpacked> {
     let compression = detect(archive)?;
     let file =
         File::open(archive).with_context(|| format!("{}: cannot open", archive.display()))?;
@@ -108,7 +134,7 @@ pub fn unpack(archive: &Path, dest: &Path, progress: &dyn Fn(u64)) -> Result<Man
     // stopped, if it did.
     unpacker.finish_writers()?;
     result?;
-    unpacker.finish()
+    unpacker.finish(opts)
 }
 
 struct Counting<R> {
@@ -399,7 +425,7 @@ impl<'a> Unpacker<'a> {
     }
 
     /// Hardlinks, directory modes, then the checked symlinks.
-    fn finish(mut self) -> Result<Manifest> {
+    fn finish(mut self, opts: UnpackOptions) -> Result<Unpacked> {
         for (path, target) in &self.hardlinks {
             fs::hard_link(self.dest.join(target), self.dest.join(path))
                 .map_err(|e| self.err(path, format!("cannot create hardlink: {e}")))?;
@@ -411,9 +437,25 @@ impl<'a> Unpacker<'a> {
             .iter()
             .map(|(p, t)| (p.as_str(), t.as_str()))
             .collect();
+        let mut external = Vec::new();
         for (path, target) in &self.symlinks {
-            if let Err(why) = resolve_inside(path, target, &table) {
-                return Err(self.err(path, format!("symlink to {target:?} {why}; refused")));
+            match resolve_inside(path, target, &table) {
+                Ok(()) => {}
+                Err(Escape::Outside(_)) if opts.allow_external_symlinks => {
+                    external.push((path.clone(), target.clone()));
+                }
+                Err(Escape::Outside(why)) => {
+                    return Err(self.err(
+                        path,
+                        format!("symlink to {target:?} {why}; refused (allow links out of the tree, like a virtualenv's interpreter, with --allow-external-symlinks)"),
+                    ))
+                }
+                Err(Escape::Loop) => {
+                    return Err(self.err(
+                        path,
+                        format!("symlink to {target:?} loops through too many symlinks; refused"),
+                    ))
+                }
             }
         }
         // Deepest first, so a read-only directory is closed after its
@@ -433,7 +475,10 @@ impl<'a> Unpacker<'a> {
                 .map_err(|e| self.err(&d.path, format!("cannot set mode: {e}")))?;
         }
         let entries = std::mem::take(&mut self.entries);
-        Ok(Manifest::from_entries(entries))
+        Ok(Unpacked {
+            manifest: Manifest::from_entries(entries),
+            external_symlinks: external,
+        })
     }
 }
 
@@ -452,73 +497,6 @@ fn entry_of(
         sha256: None,
         target,
     }
-}
-
-/// An entry name as a plain relative path: `./` and empty parts dropped;
-/// absolute names, `..` parts, NUL and non-UTF-8 refused.
-pub fn clean_path(raw: &[u8]) -> Result<String> {
-    let s = std::str::from_utf8(raw).map_err(|_| anyhow!("name is not UTF-8; refused"))?;
-    if s.starts_with('/') {
-        bail!("absolute path refused");
-    }
-    if s.contains('\0') {
-        bail!("name contains a NUL byte; refused");
-    }
-    let mut parts = Vec::new();
-    for p in s.split('/') {
-        match p {
-            "" | "." => {}
-            ".." => bail!("path with `..` refused"),
-            p => parts.push(p),
-        }
-    }
-    Ok(parts.join("/"))
-}
-
-/// Follow `target` from the directory of `link` through the archive's
-/// symlinks; `Err(why)` when it leads outside the root.
-fn resolve_inside(
-    link: &str,
-    target: &str,
-    links: &HashMap<&str, &str>,
-) -> std::result::Result<(), String> {
-    let mut stack: Vec<String> = link.split('/').map(str::to_string).collect();
-    stack.pop();
-    let mut queue: std::collections::VecDeque<String> =
-        split_target(target).ok_or("is absolute")?;
-    let mut followed = 0;
-    while let Some(part) = queue.pop_front() {
-        match part.as_str() {
-            "" | "." => {}
-            ".." => {
-                if stack.pop().is_none() {
-                    return Err("leads outside the destination".into());
-                }
-            }
-            name => {
-                stack.push(name.to_string());
-                let here = stack.join("/");
-                if let Some(next) = links.get(here.as_str()) {
-                    followed += 1;
-                    if followed > MAX_LINK_DEPTH {
-                        return Err("loops through too many symlinks".into());
-                    }
-                    stack.pop();
-                    let mut more = split_target(next).ok_or("leads through an absolute symlink")?;
-                    more.extend(queue.drain(..));
-                    queue = more;
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-fn split_target(t: &str) -> Option<std::collections::VecDeque<String>> {
-    if t.starts_with('/') {
-        return None;
-    }
-    Some(t.split('/').map(str::to_string).collect())
 }
 
 /// Create `path` (never existing before: duplicates are refused, and
@@ -592,6 +570,11 @@ fn current_umask() -> u32 {
 fn one_line(s: &str) -> String {
     s.lines().next().unwrap_or(s).trim().to_string()
 }
+
+#[path = "unpack_paths.rs"]
+mod paths;
+pub use paths::clean_path;
+use paths::{resolve_inside, Escape};
 
 #[cfg(test)]
 #[path = "unpack_tests.rs"]

@@ -322,3 +322,42 @@ fn clean_path_rules() {
     assert!(clean_path(b"/a").is_err());
     assert!(clean_path(b"a\xff").is_err());
 }
+
+#[test]
+fn external_symlinks_kept_only_on_request_and_never_written_through() {
+    let allow = UnpackOptions {
+        allow_external_symlinks: true,
+    };
+    let fx = Fixture::new();
+    let bytes = zst(&[
+        E::S("bin/python", "python3"),
+        E::S("bin/python3", "/usr/bin/python3"),
+        E::F("bin/app", b"x"),
+    ]);
+    let got = unpack_with(&fx.archive(&bytes), &fx.dest(), allow, &|_| {}).unwrap();
+    assert_eq!(
+        got.external_symlinks,
+        [
+            ("bin/python".to_string(), "python3".to_string()),
+            ("bin/python3".to_string(), "/usr/bin/python3".to_string())
+        ]
+    );
+    assert_eq!(
+        fs::read_link(fx.dest().join("bin/python3")).unwrap(),
+        PathBuf::from("/usr/bin/python3")
+    );
+    // Write-through and loops stay refused with the option.
+    for (bytes, entry) in [
+        (
+            zst(&[E::S("l", "../outside"), E::F("l/pwned", b"x")]),
+            "l/pwned",
+        ),
+        (zst(&[E::S("a", "b"), E::S("b", "a")]), "a"),
+    ] {
+        let fx = Fixture::new();
+        let before = fx.outside_listing();
+        let err = unpack_with(&fx.archive(&bytes), &fx.dest(), allow, &|_| {}).unwrap_err();
+        assert!(format!("{err:#}").contains(entry), "{err:#}");
+        assert_eq!(fx.outside_listing(), before);
+    }
+}

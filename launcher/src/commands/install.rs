@@ -26,6 +26,11 @@ pub struct Args {
     /// but a power cut just after may leave empty files.
     #[arg(long)]
     pub no_sync: bool,
+    /// Keep symlinks that point outside DEST (a virtualenv's
+    /// `bin/python3 -> /usr/bin/python3.11`) instead of refusing the
+    /// archive. Nothing is ever written through them.
+    #[arg(long)]
+    pub allow_external_symlinks: bool,
     /// Print a JSON summary.
     #[arg(long)]
     pub json: bool,
@@ -50,9 +55,12 @@ pub fn run(args: Args) -> Result<i32> {
     } else {
         ProgressBar::hidden()
     };
-    let result = install::install(&args.archive, &args.dest, &launcher, !args.no_sync, &|n| {
-        bar.set_position(n)
-    });
+    let opts = install::InstallOptions {
+        launcher,
+        sync: !args.no_sync,
+        allow_external_symlinks: args.allow_external_symlinks,
+    };
+    let result = install::install(&args.archive, &args.dest, &opts, &|n| bar.set_position(n));
     bar.finish_and_clear();
     let report = result?;
     if args.json {
@@ -73,6 +81,9 @@ pub fn run(args: Args) -> Result<i32> {
         );
         for f in &report.rewritten {
             println!("  rewritten for {}: {f}", report.dest);
+        }
+        for l in &report.external_symlinks {
+            println!("  symlink out of the tree kept: {l}");
         }
         println!(
             "  scripts run through {}: {}",
