@@ -83,12 +83,12 @@ pub fn install(
     let mut report = match staged {
         Ok(r) => r,
         Err(e) => {
-            let _ = fs::remove_dir_all(&staging);
+            let _ = remove_tree(&staging);
             return Err(e);
         }
     };
     if let Err(e) = put_in_place(&staging, &dest, &parent, &name, replacing) {
-        let _ = fs::remove_dir_all(&staging);
+        let _ = remove_tree(&staging);
         return Err(e);
     }
     report.replaced = replacing;
@@ -278,7 +278,7 @@ fn put_in_place(
         Ok(()) => {
             fsutil::sync_dir(parent);
             // `staging` now holds the previous tree.
-            let _ = fs::remove_dir_all(staging);
+            let _ = remove_tree(staging);
             return Ok(());
         }
         Err(e) if !matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) => {
@@ -299,7 +299,7 @@ fn put_in_place(
             .with_context(|| format!("{}: cannot move the new tree into place", dest.display()));
     }
     fsutil::sync_dir(parent);
-    let _ = fs::remove_dir_all(&backup);
+    let _ = remove_tree(&backup);
     Ok(())
 }
 
@@ -352,7 +352,7 @@ fn recover(parent: &Path, name: &str, dest: &Path) -> Result<()> {
             })?;
             continue;
         }
-        fs::remove_dir_all(path)
+        remove_tree(path)
             .with_context(|| format!("{}: cannot remove stale directory", path.display()))?;
     }
     Ok(())
@@ -368,6 +368,26 @@ fn alive(pid: i32) -> bool {
     // SAFETY: signal 0 only checks that the process exists.
     let rc = unsafe { libc::kill(pid, 0) };
     rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// `remove_dir_all` that also copes with read-only directories (an
+/// archive may hold some; unprivileged users cannot empty them as they
+/// are). Symlinks are removed, never followed.
+fn remove_tree(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if fs::remove_dir_all(path).is_ok() {
+        return Ok(());
+    }
+    for e in walkdir::WalkDir::new(path)
+        .follow_links(false)
+        .into_iter()
+        .flatten()
+    {
+        if e.file_type().is_dir() {
+            let _ = fs::set_permissions(e.path(), fs::Permissions::from_mode(0o700));
+        }
+    }
+    fs::remove_dir_all(path)
 }
 
 fn sync_filesystem(path: &Path) {
