@@ -470,7 +470,9 @@ impl<'a> Unpacker<'a> {
             std::os::unix::fs::symlink(target, self.dest.join(path))
                 .map_err(|e| self.err(path, format!("cannot create symlink: {e}")))?;
         }
-        for d in dirs {
+        // mkdir gave every directory 0o777 minus the umask already.
+        let created = 0o777 & !self.umask;
+        for d in dirs.into_iter().filter(|d| d.mode != created) {
             fs::set_permissions(self.dest.join(&d.path), fs::Permissions::from_mode(d.mode))
                 .map_err(|e| self.err(&d.path, format!("cannot set mode: {e}")))?;
         }
