@@ -9,4 +9,5 @@ pub mod packset;
 pub mod reproducible;
 pub mod rpmpkg;
 pub mod tarball;
+pub mod unpack;
 pub mod walk;

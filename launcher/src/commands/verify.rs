@@ -1,18 +1,50 @@
-//! `bbrun verify` (not implemented yet).
+//! `bbrun verify ROOT`: compare a tree with its manifest. Exit 0 when the
+//! only differences are bbrun's own (relocation rewrites, script first
+//! lines), 1 otherwise.
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
+
+use crate::verify;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The tree or archive to work on.
-    pub path: PathBuf,
+    /// The tree to check (holding .bbrun/manifest.tsv).
+    pub root: PathBuf,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub fn run(args: Args) -> Result<i32> {
-    bail!(
-        "{}: `bbrun verify` is not implemented yet",
-        args.path.display()
-    )
+    let root = crate::fsutil::absolute_lexical(&args.root)?;
+    let report = verify::verify_tree(&root)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for p in &report.changed {
+            println!("changed: {p}");
+        }
+        for p in &report.missing {
+            println!("missing: {p}");
+        }
+        for p in &report.added {
+            println!("added: {p}");
+        }
+        for e in &report.expected {
+            println!("expected: {} ({})", e.path, e.reason);
+        }
+        let n = report.changed.len() + report.missing.len() + report.added.len();
+        if report.ok {
+            println!(
+                "{}: matches its manifest ({} expected difference(s))",
+                report.root,
+                report.expected.len()
+            );
+        } else {
+            println!("{}: {n} unexpected difference(s)", report.root);
+        }
+    }
+    Ok(if report.ok { 0 } else { 1 })
 }
