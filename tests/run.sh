@@ -5,6 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Tests run as users run: Python writes byte-code (stale .pyc files after
+# a move or an install would show up as changed files) and buffers output.
+unset PYTHONDONTWRITEBYTECODE PYTHONUNBUFFERED
+
 cargo build --workspace --bins
 cargo test --workspace
 

@@ -131,7 +131,9 @@ def test_signals_reach_python_in_the_same_process(moved, bbrun, tmp_path):
     script.write_text(
         "import os, signal, sys, time\n"
         "def bye(sig, frame):\n"
-        "    print('got', sig, flush=True); sys.exit(3)\n"
+        # os.write, not print: the signal may land while the main thread is
+        # still inside print(pid), and a buffered writer is not reentrant.
+        "    os.write(1, b'got %d\\n' % sig); sys.exit(3)\n"
         "signal.signal(signal.SIGTERM, bye)\n"
         "print(os.getpid(), flush=True)\n"
         "time.sleep(30)\n"

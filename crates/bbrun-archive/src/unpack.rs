@@ -293,7 +293,7 @@ impl<'a> Unpacker<'a> {
             }
             Seen::File => {
                 let size = entry.header().size().map_err(|e| self.err(&path, e))?;
-                let mtime = entry.header().mtime().unwrap_or(0);
+                let mtime = entry_mtime(entry);
                 let index = self.entries.len();
                 self.file_modes.insert(path.clone(), mode);
                 self.entries
@@ -544,6 +544,31 @@ fn create(path: &Path, mode: u32) -> Result<File> {
         .mode(mode & 0o777)
         .open(path)
         .with_context(|| format!("{}: cannot create", path.display()))
+}
+
+/// An entry's mtime in whole seconds: the PAX `mtime` record when there is
+/// one (POSIX-format archives, Python's tarfile), else the header field.
+/// The header field of a PAX archive may be rounded (tarfile rounds
+/// 458.6 up to 459); a `.pyc` records the source's truncated seconds, so
+/// only the PAX value, truncated, keeps byte-compiled modules valid.
+fn entry_mtime<R: Read>(entry: &mut tar::Entry<'_, R>) -> u64 {
+    let header = entry.header().mtime().unwrap_or(0);
+    let Ok(Some(pax)) = entry.pax_extensions() else {
+        return header;
+    };
+    for ext in pax.flatten() {
+        if ext.key() == Ok("mtime") {
+            if let Some(secs) = ext
+                .value()
+                .ok()
+                .and_then(|v| v.split('.').next())
+                .and_then(|v| v.parse::<u64>().ok())
+            {
+                return secs;
+            }
+        }
+    }
+    header
 }
 
 fn finish_file(f: &File, path: &Path, mode: u32, mtime: u64, umask: u32) -> Result<()> {

@@ -361,3 +361,35 @@ fn external_symlinks_kept_only_on_request_and_never_written_through() {
         assert_eq!(fx.outside_listing(), before);
     }
 }
+
+#[test]
+fn pax_mtime_wins_over_a_rounded_header_field() {
+    // Python's tarfile writes a float mtime as a PAX record and rounds the
+    // header field; a .pyc records the truncated seconds of its source.
+    let record = |kv: &str| {
+        let mut n = kv.len() + 3;
+        while format!("{n} {kv}\n").len() != n {
+            n += 1;
+        }
+        format!("{n} {kv}\n")
+    };
+    let pax = record("mtime=1000000000.9");
+    let mut h = header("././@PaxHeader", EntryType::XHeader, pax.len() as u64, None);
+    h.set_cksum();
+    let fx = Fixture::new();
+    let bytes = zst(&[
+        E::Raw(Box::new(h), pax.as_bytes()),
+        E::F("src.py", b"x = 1\n"),
+        E::F("other.py", b"y\n"),
+    ]);
+    unpack(&fx.archive(&bytes), &fx.dest(), &|_| {}).unwrap();
+    assert_eq!(
+        fs::metadata(fx.dest().join("src.py")).unwrap().mtime(),
+        1_000_000_000
+    );
+    // The record applied to its entry only.
+    assert_eq!(
+        fs::metadata(fx.dest().join("other.py")).unwrap().mtime(),
+        1_600_000_000
+    );
+}
