@@ -166,6 +166,9 @@ def test_direct_execution_after_shebang(moved, bbrun):
     assert out["argv"] == [str(moved / "bin" / "demo"), "d"]
     out = run([moved / "bin" / "py", "-c", "import demoapp; print(demoapp.__file__)"]).stdout.strip()
     assert_under(out, moved)
+    # bin/buildout directly: zc.buildout loads from the collected site-packages.
+    out = run([moved / "bin" / "buildout", "--version"], cwd=moved).stdout
+    assert "buildout version" in out
 
     # Restore puts the recorded first lines back.
     run([bbrun, "shebang", "--restore", moved])
