@@ -11,14 +11,35 @@ use sha2::{Digest, Sha256};
 
 /// Write `bytes` to `path` so that readers see either the old file or the
 /// whole new one: write a temp file beside it, fsync, rename, fsync the dir.
-/// An existing file keeps its owner; `mode` applies to new files only.
+/// An existing file keeps its mode and owner; `mode` applies to new files.
 pub fn atomic_write(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     let existing = fs::symlink_metadata(path).ok();
     let mode = existing
         .as_ref()
         .map(|m| m.permissions().mode() & 0o7777)
         .unwrap_or(mode);
-    let dir = parent_dir(path);
+    let owner = existing.as_ref().map(|m| (m.uid(), m.gid()));
+    let tmp = write_temp_sibling(path, bytes, mode, owner, true)?;
+    if let Err(e) = fs::rename(&tmp, path) {
+        let _ = fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("{}: cannot replace", path.display()));
+    }
+    sync_dir(parent_dir(path));
+    Ok(())
+}
+
+/// A new temp file beside `path` (see [`temp_sibling`]) holding `bytes`,
+/// with exactly `mode` and, where it differs from ours and we may, the
+/// `owner` (uid, gid). With `sync` its content is on disk when this
+/// returns; without, the caller syncs (a batch syncs once for many). On
+/// error nothing is left behind.
+pub fn write_temp_sibling(
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+    owner: Option<(u32, u32)>,
+    sync: bool,
+) -> Result<PathBuf> {
     let tmp = temp_sibling(path);
     let result = (|| -> Result<()> {
         let mut f = OpenOptions::new()
@@ -28,24 +49,35 @@ pub fn atomic_write(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
             .open(&tmp)
             .with_context(|| format!("{}: cannot create temporary file", tmp.display()))?;
         f.write_all(bytes)
-            .and_then(|_| f.sync_all())
             .with_context(|| format!("{}: cannot write", tmp.display()))?;
-        // The umask may have narrowed the mode; set it exactly.
-        fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))
+        // The umask may have narrowed the mode; set it exactly (on the open
+        // file: no second path lookup).
+        f.set_permissions(fs::Permissions::from_mode(mode))
             .with_context(|| format!("{}: cannot set mode", tmp.display()))?;
-        if let Some(m) = &existing {
-            // Keep ownership when we can (root rewriting a user's tree);
-            // a non-root user cannot chown and owns the file already.
-            let _ = std::os::unix::fs::lchown(&tmp, Some(m.uid()), Some(m.gid()));
+        if let Some((uid, gid)) = owner {
+            let ours = (
+                nix::unistd::geteuid().as_raw(),
+                nix::unistd::getegid().as_raw(),
+            );
+            if (uid, gid) != ours {
+                // Keep ownership when we can (root rewriting a user's
+                // tree); a non-root user cannot chown and owns it already.
+                let _ = std::os::unix::fs::fchown(&f, Some(uid), Some(gid));
+            }
         }
-        fs::rename(&tmp, path).with_context(|| format!("{}: cannot replace", path.display()))?;
-        sync_dir(dir);
+        if sync {
+            f.sync_all()
+                .with_context(|| format!("{}: cannot write", tmp.display()))?;
+        }
         Ok(())
     })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+    match result {
+        Ok(()) => Ok(tmp),
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(e)
+        }
     }
-    result
 }
 
 /// `dir/.name.bbrun-tmp.PID`: beside the target so rename stays on one

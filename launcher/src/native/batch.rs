@@ -10,10 +10,9 @@
 //! them all, `syncfs` again (the renames are durable).
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::fs::{self, File};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -37,35 +36,9 @@ impl Batch {
         let meta = fs::symlink_metadata(path)
             .with_context(|| format!("{}: cannot stat", path.display()))?;
         let mode = meta.permissions().mode() & 0o7777;
-        let tmp = fsutil::temp_sibling(path);
-        let written = (|| -> Result<()> {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(mode)
-                .open(&tmp)
-                .with_context(|| format!("{}: cannot create temporary file", tmp.display()))?;
-            f.write_all(bytes)
-                .with_context(|| format!("{}: cannot write", tmp.display()))?;
-            // The umask may have narrowed the mode; set it exactly (on the
-            // open file: no second path lookup per file).
-            f.set_permissions(fs::Permissions::from_mode(mode))
-                .with_context(|| format!("{}: cannot set mode", tmp.display()))?;
-            // Keep ownership when it differs and we can (root freezing a
-            // user's tree).
-            let ours = (
-                nix::unistd::geteuid().as_raw(),
-                nix::unistd::getegid().as_raw(),
-            );
-            if (meta.uid(), meta.gid()) != ours {
-                let _ = std::os::unix::fs::fchown(&f, Some(meta.uid()), Some(meta.gid()));
-            }
-            Ok(())
-        })();
-        if let Err(e) = written {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
+        // Unsynced: `commit` syncs each filesystem once for the batch.
+        let tmp =
+            fsutil::write_temp_sibling(path, bytes, mode, Some((meta.uid(), meta.gid())), false)?;
         let dir = tmp.parent().unwrap_or(Path::new(".")).to_path_buf();
         self.filesystems.entry(meta.dev()).or_insert(dir);
         self.pending.push((tmp, path.to_path_buf()));
