@@ -142,13 +142,12 @@ fn cstring(s: &std::ffi::OsStr) -> Result<CString> {
 /// uninstall the parts at the old paths (deleting a copy that still lives
 /// there) and rebuild everything. Refuse until `bbrun relocate` rewrote it.
 fn refuse_unrelocated_buildout(tree: &FrozenTree, abs: &Path, rel: &str) -> Result<()> {
-    if !is_buildout_script(abs, rel) {
-        return Ok(());
-    }
+    // The cheap checks first: the script is read only in a tree that still
+    // needs relocating.
     let here = tree.root.to_string_lossy();
     let files_root = tree.map.files_root();
     let installed = tree.root.join(".installed.cfg");
-    if installed.exists() && files_root != here {
+    if files_root != here && installed.exists() && is_buildout_script(abs, rel) {
         bail!(
             "{}: names the tree's old root {files_root}; a buildout run now would uninstall parts there and rebuild them here. Run `bbrun relocate {here}` first",
             installed.display()

@@ -203,13 +203,17 @@ pub fn parse(text: &str, path: &Path) -> Result<RelocationMap> {
             path.display()
         ),
     }
-    toml::from_str(text).map_err(|e| {
-        anyhow::anyhow!(
-            "{}: incomplete relocation map ({}); run `bbrun freeze` again",
-            path.display(),
-            one_line(&e.to_string())
-        )
-    })
+    // The table already parsed becomes the map: the launcher reads this
+    // file before every script, so the text is parsed once.
+    toml::Value::Table(raw)
+        .try_into()
+        .map_err(|e: toml::de::Error| {
+            anyhow::anyhow!(
+                "{}: incomplete relocation map ({}); run `bbrun freeze` again",
+                path.display(),
+                one_line(&e.to_string())
+            )
+        })
 }
 
 pub fn load(path: &Path) -> Result<RelocationMap> {
