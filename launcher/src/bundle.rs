@@ -253,7 +253,7 @@ fn copy_filtered(src: &Path, dest: &Path, top_level_rules: bool) -> Result<()> {
     }
     // Creating children changed the directories' mtimes; restore them.
     for (from, to) in dirs.iter().rev() {
-        set_times(to, &fs::metadata(from)?)?;
+        crate::fsutil::copy_times(to, &fs::metadata(from)?)?;
     }
     Ok(())
 }
@@ -263,16 +263,7 @@ fn copy_file(from: &Path, to: &Path) -> Result<()> {
         .with_context(|| format!("{}: cannot copy to {}", from.display(), to.display()))?;
     let meta = fs::metadata(from)?;
     fs::set_permissions(to, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
-    set_times(to, &meta)
-}
-
-fn set_times(path: &Path, meta: &fs::Metadata) -> Result<()> {
-    use nix::sys::stat::{utimensat, UtimensatFlags};
-    use nix::sys::time::TimeSpec;
-    let atime = TimeSpec::new(meta.atime(), meta.atime_nsec());
-    let mtime = TimeSpec::new(meta.mtime(), meta.mtime_nsec());
-    utimensat(None, path, &atime, &mtime, UtimensatFlags::NoFollowSymlink)
-        .with_context(|| format!("{}: cannot set times", path.display()))
+    crate::fsutil::copy_times(to, &meta)
 }
 
 #[cfg(test)]

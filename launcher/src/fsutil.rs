@@ -97,6 +97,24 @@ fn parent_dir(path: &Path) -> &Path {
     }
 }
 
+/// Give `path` (not following a symlink) the access and modification times
+/// in `meta`: copies keep mtimes so byte-code caches and buildout's
+/// signatures stay valid.
+pub fn copy_times(path: &Path, meta: &std::fs::Metadata) -> Result<()> {
+    use nix::sys::stat::{utimensat, UtimensatFlags};
+    use nix::sys::time::TimeSpec;
+    let atime = TimeSpec::new(meta.atime(), meta.atime_nsec());
+    let mtime = TimeSpec::new(meta.mtime(), meta.mtime_nsec());
+    utimensat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        &atime,
+        &mtime,
+        UtimensatFlags::NoFollowSymlink,
+    )
+    .with_context(|| format!("{}: cannot set times", path.display()))
+}
+
 /// fsync a directory so a rename in it survives a crash. Best effort: some
 /// filesystems refuse fsync on directories.
 pub fn sync_dir(dir: &Path) {

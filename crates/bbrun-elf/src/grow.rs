@@ -76,6 +76,7 @@ pub(crate) fn rewrite(data: &[u8], dt: u32, value: Option<&[u8]>) -> Result<Vec<
     let dynamic = b
         .dynamic_data_mut()
         .ok_or_else(|| no_room("cannot rebuild: no dynamic section"))?;
+    let dt = elf::DynamicTag(i64::from(dt));
     let at = dynamic.iter().position(|d| d.tag() == dt);
     dynamic.retain(|d| d.tag() != dt);
     if let Some(v) = value {
@@ -116,7 +117,7 @@ pub(crate) fn rewrite(data: &[u8], dt: u32, value: Option<&[u8]>) -> Result<Vec<
     let phdr_end = b
         .header
         .e_phoff
-        .saturating_add((b.segments.count() as u64 + 1) * b.class().program_header_size() as u64);
+        .saturating_add((b.segments.count() as u64 + 1) * b.encoder().program_header_size());
     for s in b.sections.iter().filter(|s| s.is_alloc()) {
         if s.sh_offset < phdr_end && s.sh_offset.saturating_add(s.sh_size) > b.header.e_phoff {
             moving.push(s.id());
@@ -153,7 +154,7 @@ pub(crate) fn rewrite(data: &[u8], dt: u32, value: Option<&[u8]>) -> Result<Vec<
             SectionData::Data(_) => Some(id) == interp,
             _ => false,
         };
-        if !movable || s.p_flags() & elf::PF_W != 0 || s.sh_type == elf::SHT_NOBITS {
+        if !movable || s.p_flags().contains(elf::PF_W) || s.sh_type == elf::SHT_NOBITS {
             return Err(no_room(format!(
                 "section {} would have to move to make room",
                 String::from_utf8_lossy(&s.name)
@@ -197,7 +198,7 @@ pub(crate) fn rewrite(data: &[u8], dt: u32, value: Option<&[u8]>) -> Result<Vec<
             seg.sections.retain(|id| !moving.contains(id));
         }
     }
-    let phdrs = b.program_headers_size() as u64;
+    let phdrs = b.program_headers_size();
     for seg in b.segments.iter_mut().filter(|g| g.p_type == elf::PT_PHDR) {
         seg.p_filesz = phdrs;
         seg.p_memsz = phdrs;

@@ -116,7 +116,7 @@ pub fn copy_tree(src: &Path, dest: &Path) -> Result<u64> {
             continue;
         }
         fs::set_permissions(&target, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
-        set_mtime(&target, &meta)?;
+        crate::fsutil::copy_times(&target, &meta)?;
     }
     // Directory mtimes were disturbed by creating their children; fix them
     // bottom-up.
@@ -125,19 +125,10 @@ pub fn copy_tree(src: &Path, dest: &Path) -> Result<u64> {
         if entry.file_type().is_dir() {
             let rel = entry.path().strip_prefix(src).unwrap_or(Path::new(""));
             let meta = entry.metadata()?;
-            set_mtime(&dest.join(rel), &meta)?;
+            crate::fsutil::copy_times(&dest.join(rel), &meta)?;
         }
     }
     Ok(bytes)
-}
-
-fn set_mtime(path: &Path, meta: &fs::Metadata) -> Result<()> {
-    use nix::sys::stat::{utimensat, UtimensatFlags};
-    use nix::sys::time::TimeSpec;
-    let atime = TimeSpec::new(meta.atime(), meta.atime_nsec());
-    let mtime = TimeSpec::new(meta.mtime(), meta.mtime_nsec());
-    utimensat(None, path, &atime, &mtime, UtimensatFlags::NoFollowSymlink)
-        .with_context(|| format!("{}: cannot set times", path.display()))
 }
 
 /// The state dir must never be collected into itself.

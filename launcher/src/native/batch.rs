@@ -11,7 +11,6 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -89,7 +88,7 @@ impl Batch {
     fn sync(&self) -> Result<()> {
         for dir in self.filesystems.values() {
             let d = File::open(dir).with_context(|| format!("{}: cannot open", dir.display()))?;
-            nix::unistd::syncfs(d.as_raw_fd())
+            nix::unistd::syncfs(&d)
                 .with_context(|| format!("{}: cannot sync the filesystem", dir.display()))?;
         }
         Ok(())
