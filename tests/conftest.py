@@ -8,6 +8,7 @@ zc.buildout runs, the real bbrun binary (built by tests/run.sh).
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -71,8 +72,6 @@ def frozen_sample(tmp_path_factory, dists, bbrun):
     return {"pristine": pristine, "build_root": a, "venv": venv, "freeze_report": report}
 
 
-
-
 @pytest.fixture(scope="session")
 def frozen_zope(tmp_path_factory, bbrun):
     """A Zope 5 application server (plone.recipe.zope2instance, ~80 eggs
@@ -83,21 +82,28 @@ def frozen_zope(tmp_path_factory, bbrun):
 
     Returns a dict: pristine, build_root (A, gone), venv (gone),
     freeze_report (parsed --json), port (the instance's http-address in
-    buildout.cfg and the generated config), seed (the folder created at A)."""
+    buildout.cfg and the generated config), seed (the folder created at A),
+    seconds (wall time of each phase: fetch, venv, build, seed, freeze)."""
+    clock = Clock()
     zdists = fetch_zope_dists()
+    clock.lap("fetch")
     base = tmp_path_factory.mktemp("zope")
     venv = base / "venv"
     make_venv(venv, zdists)
+    clock.lap("venv")
     a = base / "a-rather-long-build-directory-name" / "that-keeps-going" / "deeper-still" / "zope-buildout"
     a.parent.mkdir(parents=True)
     port = free_port()
     build_zope_buildout(a, venv, zdists, port)
+    clock.lap("build")
     server = start_instance([a / "bin" / "instance", "fg"], a, port)
     try:
         add_folder(port, "seed")
     finally:
         stop_instance(server)
+    clock.lap("seed")
     report = json.loads(run([bbrun, "freeze", "--json", a]).stdout)
+    clock.lap("freeze")
     pristine = base / "p"
     shutil.move(str(a), str(pristine))
     shutil.rmtree(base / "a-rather-long-build-directory-name")
@@ -110,4 +116,19 @@ def frozen_zope(tmp_path_factory, bbrun):
         "freeze_report": report,
         "port": port,
         "seed": "seed",
+        "seconds": clock.laps,
     }
+
+
+class Clock:
+    """Wall-clock seconds per phase of a fixture, for reports (never
+    asserted: timing belongs in benches/)."""
+
+    def __init__(self):
+        self.laps = {}
+        self._t = time.monotonic()
+
+    def lap(self, name):
+        now = time.monotonic()
+        self.laps[name] = round(now - self._t, 1)
+        self._t = now

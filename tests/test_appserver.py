@@ -4,7 +4,15 @@ keeps its data."""
 
 import time
 
-from appserver import add_folder, has_object, http_get, start_instance, stop_instance, tree_stats
+from appserver import (
+    add_folder,
+    has_object,
+    http_get,
+    run_in_instance,
+    start_instance,
+    stop_instance,
+    tree_stats,
+)
 from conftest import copy_tree, run
 
 
@@ -43,5 +51,11 @@ def test_copied_zope_serves_and_stores(frozen_zope, bbrun, tmp_path):
     # The copy wrote its own database, not the pristine tree's.
     assert data_fs.stat().st_size > size_before, log
     assert (frozen_zope["pristine"] / "var" / "filestorage" / "Data.fs").read_bytes() == pristine_data
+    # The same data, read without the server (`bin/instance run`).
+    out = run_in_instance(root, "print(sorted(app.objectIds()))", prefix=[bbrun]).stdout
+    assert "'added-here'" in out and "'seed'" in out, out
     files, size = tree_stats(root)
-    print("zope smoke: %.1fs, tree %d files, %.0f MB" % (time.monotonic() - started, files, size / 1e6))
+    print(
+        "zope fixture %s; smoke %.1fs; tree %d files, %.0f MB"
+        % (frozen_zope["seconds"], time.monotonic() - started, files, size / 1e6)
+    )
