@@ -159,7 +159,9 @@ def fetch_zope_dists(dest=None):
     want = "\n".join(ZOPE_REQUIREMENTS)
     if not (stamp.exists() and stamp.read_text() == want):
         d.mkdir(parents=True, exist_ok=True)
-        run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", d] + ZOPE_REQUIREMENTS)
+        # Wheels only: fetching never builds anything.
+        cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "-d", d]
+        run(cmd + ZOPE_REQUIREMENTS)
         stamp.write_text(want)
     (d / "no-index").mkdir(exist_ok=True)
     return d
@@ -186,6 +188,13 @@ def build_zope_buildout(root, venv, dists, port):
     (root / "buildout.cfg").write_text(buildout_cfg(dists, port))
     run(offline([Path(venv) / "bin" / "buildout", "-c", root / "buildout.cfg"]), cwd=root)
     return root
+
+
+def run_buildout(root, prefix=(), check=True):
+    """Re-run a tree's own `bin/buildout` offline (`prefix` is e.g.
+    `[bbrun]`), e.g. after set_port. Returns the CompletedProcess."""
+    root = Path(root)
+    return run(offline([*prefix, root / "bin" / "buildout", "-c", root / "buildout.cfg"]), cwd=root, check=check)
 
 
 def set_port(root, port):
@@ -285,21 +294,22 @@ def start_instance(cmd, cwd, port, env=None, timeout=90):
     while True:
         code = proc.poll()
         if code is not None:
-            raise AssertionError("%s exited (%d) before serving on port %d:\n%s" % (cmd, code, port, _log_tail(log)))
+            output = stop_instance(proc)
+            raise AssertionError("%s exited (%d) before serving on port %d:\n%s" % (cmd, code, port, output))
         try:
             http_get(port, "/", auth=None, timeout=2)
             return proc
         except (OSError, urllib.error.URLError):
             pass
         if time.monotonic() > deadline:
-            stop_instance(proc)
-            raise AssertionError("%s: no HTTP on port %d after %ds:\n%s" % (cmd, port, timeout, _log_tail(log)))
+            output = stop_instance(proc)
+            raise AssertionError("%s: no HTTP on port %d after %ds:\n%s" % (cmd, port, timeout, output))
         time.sleep(0.2)
 
 
 def stop_instance(proc, timeout=30):
     """SIGTERM the server's process group, wait, SIGKILL it on timeout.
-    Returns the server's output."""
+    Returns the server's output (its temporary log file is removed)."""
     if proc.poll() is None:
         try:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -315,7 +325,9 @@ def stop_instance(proc, timeout=30):
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
-    return _log_tail(proc.log)
+    output = _log_tail(proc.log)
+    Path(proc.log).unlink(missing_ok=True)
+    return output
 
 
 def run_in_instance(root, code, prefix=(), timeout=120):
