@@ -8,6 +8,7 @@ Every wait here is bounded in time; every server listens on 127.0.0.1 only.
 
 import base64
 import os
+import random
 import shutil
 import signal
 import socket
@@ -209,10 +210,20 @@ def set_port(root, port):
 
 
 def free_port():
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that nothing listens on right now, below the
+    kernel's ephemeral range: a port recorded in a tree is reused long after
+    it was chosen, and there it must not collide with the source port of
+    some short-lived client connection."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = random.Random()
+    for _ in range(100):
+        port = rng.randrange(10000, max(low, 10001))
+        if not port_in_use(port):
+            return port
+    raise AssertionError("no free port found on 127.0.0.1 below %d" % low)
 
 
 def port_in_use(port):
@@ -307,19 +318,23 @@ def start_instance(cmd, cwd, port, env=None, timeout=90):
         time.sleep(0.2)
 
 
-def stop_instance(proc, timeout=30):
-    """SIGTERM the server's process group, wait, SIGKILL it on timeout.
-    Returns the server's output (its temporary log file is removed)."""
-    if proc.poll() is None:
+def stop_instance(proc, sig=signal.SIGINT, timeout=20):
+    """Stop the server's process group: `sig` first (SIGINT by default: Zope
+    then shuts down as on Ctrl-C, writes Data.fs.index and removes its pid
+    file, where SIGTERM kills it on the spot and leaves both stale), then
+    SIGTERM, then SIGKILL, each after `timeout` seconds. Returns the
+    server's output (its temporary log file is removed)."""
+    for s in (sig, signal.SIGTERM, signal.SIGKILL):
+        if proc.poll() is not None:
+            break
         try:
-            os.killpg(proc.pid, signal.SIGTERM)
+            os.killpg(proc.pid, s)
         except ProcessLookupError:
             pass
         try:
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=timeout)
+            pass
     # Children that outlived the leader (same group) go too.
     try:
         os.killpg(proc.pid, signal.SIGKILL)

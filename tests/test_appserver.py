@@ -24,6 +24,9 @@ def test_zope_tree_is_a_real_application_server(frozen_zope):
     assert len(list(root.rglob("*.so"))) >= 20
     assert (root / "parts" / "instance" / "etc" / "zope.conf").is_file()
     assert (root / "var" / "filestorage" / "Data.fs").is_file()
+    # Stopped cleanly at the build root: index written, no stale pid file.
+    assert (root / "var" / "filestorage" / "Data.fs.index").is_file()
+    assert not (root / "var" / "instance" / "Z4.pid").exists()
     assert not frozen_zope["build_root"].exists()
     assert not frozen_zope["venv"].exists()
 
@@ -48,6 +51,7 @@ def test_copied_zope_serves_and_stores(frozen_zope, bbrun, tmp_path):
         assert has_object(port, "added-here")
     finally:
         log = stop_instance(server)
+    assert server.returncode == 0, log  # a clean shutdown on SIGINT
     # The copy wrote its own database, not the pristine tree's.
     assert data_fs.stat().st_size > size_before, log
     assert (frozen_zope["pristine"] / "var" / "filestorage" / "Data.fs").read_bytes() == pristine_data
