@@ -205,7 +205,7 @@ pub fn parse(text: &str, path: &Path) -> Result<RelocationMap> {
     }
     // The table already parsed becomes the map: the launcher reads this
     // file before every script, so the text is parsed once.
-    toml::Value::Table(raw)
+    let map: RelocationMap = toml::Value::Table(raw)
         .try_into()
         .map_err(|e: toml::de::Error| {
             anyhow::anyhow!(
@@ -213,7 +213,9 @@ pub fn parse(text: &str, path: &Path) -> Result<RelocationMap> {
                 path.display(),
                 one_line(&e.to_string())
             )
-        })
+        })?;
+    crate::map_check::validate(&map, path)?;
+    Ok(map)
 }
 
 pub fn load(path: &Path) -> Result<RelocationMap> {
