@@ -24,6 +24,7 @@ pub mod package;
 pub mod pymodule;
 pub mod relocate;
 pub mod retarget;
+pub mod safedir;
 pub mod shebang;
 pub mod shim;
 pub mod tree;

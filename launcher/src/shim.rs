@@ -76,13 +76,20 @@ pub fn ensure_dir(root: &Path) -> Result<PathBuf> {
     if is_current(&tree) {
         return Ok(tree);
     }
-    let base = crate::interp::ProbeCache::default_location()
-        .unwrap_or_else(|| std::env::temp_dir().join(format!("bbrun-{}", nix::unistd::getuid())));
+    // Code is loaded from here, often as root: only a directory that
+    // nobody else can write (see safedir) will do.
+    let base = crate::safedir::cache_dir().with_context(|| {
+        format!(
+            "{}: shim is missing or from another bbrun version and no safe cache directory holds a copy",
+            tree.display()
+        )
+    })?;
     let dir = base.join(format!("shim-{:016x}", content_hash()));
+    crate::safedir::ensure(&dir)?;
     if !is_current(&dir) {
         write_into(&dir).with_context(|| {
             format!(
-                "{}: shim is missing or from another bbrun version, and no cache directory is writable; run `bbrun freeze` again",
+                "{}: shim is missing or from another bbrun version and the cache copy cannot be written; set BBRUN_CACHE_DIR to a writable directory owned by you",
                 tree.display()
             )
         })?;
