@@ -236,7 +236,12 @@ pub fn save(path: &Path, map: &RelocationMap) -> Result<()> {
 pub fn load_inventory(path: &Path) -> Result<Inventory> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("{}: cannot read", path.display()))?;
-    toml::from_str(&text).map_err(|e| {
+    parse_inventory(&text, path)
+}
+
+/// Parse an inventory's text; `path` names it in errors.
+pub fn parse_inventory(text: &str, path: &Path) -> Result<Inventory> {
+    toml::from_str(text).map_err(|e| {
         anyhow::anyhow!(
             "{}: not a valid inventory ({}); run `bbrun freeze` again",
             path.display(),

@@ -327,6 +327,7 @@ fn clean_path_rules() {
 fn external_symlinks_kept_only_on_request_and_never_written_through() {
     let allow = UnpackOptions {
         allow_external_symlinks: true,
+        ..Default::default()
     };
     let fx = Fixture::new();
     let bytes = zst(&[
