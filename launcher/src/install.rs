@@ -366,7 +366,10 @@ fn recover(parent: &Path, name: &str, dest: &Path) -> Result<()> {
         let file_name = e.file_name().to_string_lossy().into_owned();
         for (prefix, is_backup) in [(&staging_prefix, false), (&backup_prefix, true)] {
             if let Some(pid) = file_name.strip_prefix(prefix.as_str()) {
-                if pid.parse::<i32>().is_ok_and(|p| !alive(p)) {
+                if pid
+                    .parse::<i32>()
+                    .is_ok_and(|p| !crate::debris::pid_alive(p))
+                {
                     stale.push((e.path(), is_backup));
                 }
             }
@@ -397,18 +400,6 @@ fn is_restorable(path: &Path) -> bool {
     fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
         && fs::symlink_metadata(map::map_path(path)).is_ok_and(|m| m.is_file())
         && map::load(&map::map_path(path)).is_ok()
-}
-
-/// Whether a process runs with `pid`. Our own PID counts as dead: this
-/// run has created nothing yet, so such a leftover is from a dead process
-/// whose PID we inherited.
-fn alive(pid: i32) -> bool {
-    if pid == std::process::id() as i32 {
-        return false;
-    }
-    // SAFETY: signal 0 only checks that the process exists.
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 /// `remove_dir_all` that also copes with read-only directories (an

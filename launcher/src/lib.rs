@@ -10,6 +10,7 @@ pub mod bundle;
 pub mod check;
 pub mod cli;
 pub mod commands;
+pub mod debris;
 pub mod elfwalk;
 pub mod errline;
 pub mod freeze;
