@@ -156,12 +156,22 @@ def activate(pairs=None):
             del sys.path_importer_cache[key]
 
 
+def _literal_safe(path):
+    """A new path as it may appear inside a quoted string literal: a
+    backslash, quote, tab or newline in it (legal in a Linux path) is
+    escaped, so the literal still parses and holds the path."""
+    for raw, esc in ((b"\\", b"\\\\"), (b"\n", b"\\n"), (b"\t", b"\\t"), (b"\r", b"\\r"),
+                     (b"'", b"\\'"), (b'"', b'\\"')):
+        path = path.replace(raw, esc)
+    return path
+
+
 def rewrite_source(src):
     """Map old path literals in a script's source (bytes), in one pass so a
     new path is never mapped again."""
     if not _pairs:
         return src
-    olds = [(os.fsencode(o), os.fsencode(n)) for o, n in _pairs]
+    olds = [(os.fsencode(o), _literal_safe(os.fsencode(n))) for o, n in _pairs]
     out = []
     pos = 0
     ends = (b"/", b"'", b'"')

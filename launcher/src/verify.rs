@@ -151,7 +151,8 @@ pub fn classify(
             Some("mode made safe by install (setuid/setgid/sticky, group/world write removed)")
         } else if !content_only {
             None
-        } else if path == state_file(map::MAP_FILE) {
+        } else if path == state_file(map::MAP_FILE) && map.is_some() {
+            // Only a map that loads (validated) is an update of bbrun's.
             Some("relocation map updated for the tree's new root")
         } else if rewritten(&path) {
             match map.map(|m| undo_rewrite_matches(root, &path, m, x.sha256.as_deref())) {
