@@ -18,16 +18,30 @@ use crate::retarget::JOURNAL;
 pub fn sweep(root: &Path) -> Result<Vec<PathBuf>> {
     let journal = root.join(map::STATE_DIR).join(JOURNAL).exists();
     let mut removed = Vec::new();
-    let walker = walkdir::WalkDir::new(root)
+    let mut walker = walkdir::WalkDir::new(root)
         .min_depth(1)
         .follow_links(false)
-        .into_iter()
-        .filter_map(|e| e.ok());
-    for e in walker {
+        .into_iter();
+    while let Some(e) = walker.next() {
+        let Ok(e) = e else { continue };
         let Some(name) = e.file_name().to_str() else {
             continue;
         };
-        if !e.file_type().is_file() || !is_debris(name) {
+        if !is_debris(name) {
+            continue;
+        }
+        if e.file_type().is_dir() {
+            // A killed freeze's half copy (`.NN-name.bbrun-tmp.PID`).
+            walker.skip_current_dir();
+            let dead = name
+                .rsplit_once(".bbrun-tmp.")
+                .is_some_and(|(_, pid)| pid.parse::<i32>().is_ok_and(|p| !pid_alive(p)));
+            if dead && std::fs::remove_dir_all(e.path()).is_ok() {
+                removed.push(e.path().to_path_buf());
+            }
+            continue;
+        }
+        if !e.file_type().is_file() {
             continue;
         }
         let stale = match name.rsplit_once(".bbrun-tmp.") {
