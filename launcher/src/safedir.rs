@@ -186,6 +186,16 @@ pub fn check_tree_state(root: &Path) -> Result<()> {
             check_state_entry(&f, owner, false)?;
         }
     }
+    // The shim's bytecode is code too.
+    let pycache = shim.join("__pycache__");
+    if std::fs::symlink_metadata(&pycache).is_ok() {
+        check_state_entry(&pycache, owner, true)?;
+        if let Ok(entries) = std::fs::read_dir(&pycache) {
+            for e in entries.flatten() {
+                check_state_entry(&e.path(), owner, false)?;
+            }
+        }
+    }
     Ok(())
 }
 

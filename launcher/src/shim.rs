@@ -62,11 +62,32 @@ py_compile.compile(f, doraise=True, invalidation_mode=py_compile.PycInvalidation
     for (name, _) in FILES {
         cmd.arg(dir.join(name));
     }
-    cmd.stdout(std::process::Stdio::null())
+    let ok = cmd
+        .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .status()
         .map(|s| s.success())
-        .unwrap_or(false)
+        .unwrap_or(false);
+    // The launcher refuses shim bytecode others could write (a umask of
+    // 002 would make it group-writable); take those bits away.
+    let pycache = dir.join("__pycache__");
+    let paths = std::fs::read_dir(&pycache)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .chain([pycache.clone()]);
+    for p in paths {
+        if let Ok(m) = std::fs::symlink_metadata(&p) {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = m.permissions().mode() & 0o7777;
+            if !m.file_type().is_symlink() && mode & 0o022 != 0 {
+                let _ =
+                    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode & !0o022));
+            }
+        }
+    }
+    ok
 }
 
 /// A directory holding this binary's shim: the tree's own when it is
