@@ -316,6 +316,29 @@ mod tests {
     }
 
     #[test]
+    fn refused_path_leaves_no_pending_files() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("t");
+        tree(&root, "/old");
+        fs::write(root.join("ok.cfg"), "/old/x\n").unwrap();
+        let mut inv = map::load_inventory(&map::inventory_path(&root)).unwrap();
+        let mut bad = inv.files[0].clone();
+        // A good file first (its pending copy is written), then a bad one.
+        inv.files[0].path = "ok.cfg".into();
+        bad.path = "../outside".into();
+        inv.files.push(bad);
+        map::save_inventory(&map::inventory_path(&root), &inv).unwrap();
+        assert!(retarget(&root, "/new").is_err());
+        let left: Vec<_> = walkdir::WalkDir::new(&root)
+            .into_iter()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains("bbrun-relocate"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+        assert_eq!(fs::read_to_string(root.join("ok.cfg")).unwrap(), "/old/x\n");
+    }
+
+    #[test]
     fn inventory_paths_leading_outside_are_refused() {
         let d = tempfile::tempdir().unwrap();
         let root = d.path().join("t");
