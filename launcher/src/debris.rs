@@ -57,6 +57,26 @@ pub fn sweep(root: &Path) -> Result<Vec<PathBuf>> {
     Ok(removed)
 }
 
+/// Remove dead-PID temp files directly in `dir` (not below): for the
+/// launcher's cache, where only the rare writes (a new probe, a new shim
+/// copy) pay for the look.
+pub fn sweep_dir(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some((_, pid)) = name.rsplit_once(".bbrun-tmp.") {
+            if pid.parse::<i32>().is_ok_and(|p| !pid_alive(p))
+                && e.file_type().is_ok_and(|t| t.is_file())
+            {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
 /// Whether a process runs with `pid`. Our own PID counts as dead: a
 /// leftover with it is from a dead process whose PID we inherited (this
 /// run sweeps before it creates anything).

@@ -174,6 +174,9 @@ impl ProbeCache {
         if let Ok(bytes) = serde_json::to_vec(&self.entries) {
             let _ = fsutil::atomic_write(path, &bytes, 0o644);
         }
+        if let Some(dir) = path.parent() {
+            crate::debris::sweep_dir(dir);
+        }
     }
 }
 

@@ -108,6 +108,7 @@ pub fn ensure_dir(root: &Path) -> Result<PathBuf> {
     let dir = base.join(format!("shim-{:016x}", content_hash()));
     crate::safedir::ensure(&dir)?;
     if !is_current(&dir) {
+        crate::debris::sweep_dir(&dir);
         write_into(&dir).with_context(|| {
             format!(
                 "{}: shim is missing or from another bbrun version and the cache copy cannot be written; set BBRUN_CACHE_DIR to a writable directory owned by you",
