@@ -8,7 +8,10 @@ fuzz_target!(|data: &[u8]| {
     let _ = parse(data);
     for (tag, value) in [
         (SearchTag::Runpath, Some("$ORIGIN/../lib")),
-        (SearchTag::Rpath, Some("$ORIGIN/../../a-much-longer-search-path/than-before/lib")),
+        (
+            SearchTag::Rpath,
+            Some("$ORIGIN/../../a-much-longer-search-path/than-before/lib"),
+        ),
         (SearchTag::Runpath, None),
     ] {
         if let Ok(out) = set_search_path(data, tag, value) {
