@@ -39,6 +39,14 @@ pub fn tree_dir(root: &Path) -> PathBuf {
 /// Write the shim into a tree (freeze, install).
 pub fn write_into(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+    // The launcher refuses a state or shim directory others can write; a
+    // umask of 002 must not make freeze produce one.
+    for d in [Some(dir), dir.parent().filter(|p| p.ends_with(STATE_DIR))]
+        .into_iter()
+        .flatten()
+    {
+        drop_group_other_write(d);
+    }
     for (name, text) in FILES {
         let path = dir.join(name);
         if std::fs::read(&path).ok().as_deref() != Some(text.as_bytes()) {
@@ -78,16 +86,20 @@ py_compile.compile(f, doraise=True, invalidation_mode=py_compile.PycInvalidation
         .map(|e| e.path())
         .chain([pycache.clone()]);
     for p in paths {
-        if let Ok(m) = std::fs::symlink_metadata(&p) {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = m.permissions().mode() & 0o7777;
-            if !m.file_type().is_symlink() && mode & 0o022 != 0 {
-                let _ =
-                    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode & !0o022));
-            }
-        }
+        drop_group_other_write(&p);
     }
     ok
+}
+
+/// `chmod go-w`, best effort; symlinks are left alone.
+fn drop_group_other_write(p: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(m) = std::fs::symlink_metadata(p) {
+        let mode = m.permissions().mode() & 0o7777;
+        if !m.file_type().is_symlink() && mode & 0o022 != 0 {
+            let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode & !0o022));
+        }
+    }
 }
 
 /// A directory holding this binary's shim: the tree's own when it is
@@ -186,6 +198,24 @@ mod tests {
             .unwrap()
             .collect();
         assert_eq!(cache.len(), 2);
+    }
+
+    #[test]
+    fn written_under_umask_002_stays_trusted() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        // SAFETY: umask only changes this process's file creation mask.
+        let old = unsafe { libc::umask(0o002) };
+        let r = write_into(&d.path().join(STATE_DIR).join("shim"));
+        unsafe { libc::umask(old) };
+        r.unwrap();
+        for p in [
+            d.path().join(STATE_DIR),
+            d.path().join(STATE_DIR).join("shim"),
+        ] {
+            let mode = std::fs::metadata(&p).unwrap().permissions().mode();
+            assert_eq!(mode & 0o022, 0, "{}", p.display());
+        }
     }
 
     #[test]
