@@ -204,11 +204,14 @@ mod tests {
     fn written_under_umask_002_stays_trusted() {
         use std::os::unix::fs::PermissionsExt;
         let d = tempfile::tempdir().unwrap();
-        // SAFETY: umask only changes this process's file creation mask.
-        let old = unsafe { libc::umask(0o002) };
-        let r = write_into(&d.path().join(STATE_DIR).join("shim"));
-        unsafe { libc::umask(old) };
-        r.unwrap();
+        // As a umask of 002 leaves them (without changing the process-wide
+        // umask under other tests).
+        let shim = d.path().join(STATE_DIR).join("shim");
+        std::fs::create_dir_all(&shim).unwrap();
+        for p in [d.path().join(STATE_DIR), shim.clone()] {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o775)).unwrap();
+        }
+        write_into(&shim).unwrap();
         for p in [
             d.path().join(STATE_DIR),
             d.path().join(STATE_DIR).join("shim"),
