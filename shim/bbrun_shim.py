@@ -3,7 +3,9 @@
 The launcher (`bbrun`) execs the interpreter with this module's directory on
 PYTHONPATH and the mapping in the environment:
 
-    BBRUN_PATHMAP   one "OLD<TAB>NEW" pair a line, longest OLD first
+    BBRUN_PATHMAP   one "OLD<TAB>NEW" pair a line, longest OLD first; a
+                    backslash, tab or newline inside a path is escaped as
+                    \\\\, \\t, \\n
     BBRUN_VENV      the tree's root when it is a virtualenv
 
 Every Python process started in that environment (the script, and any child
@@ -32,14 +34,48 @@ _SHIM_DIR = os.path.dirname(os.path.abspath(__file__))
 _pairs = None  # [(old, new)], longest old first
 
 
-def _parse(text):
+_UNESCAPE = {b"\\": b"\\", b"t": b"\t", b"n": b"\n"}
+
+
+def _unescape(field):
+    r"""Undo the launcher's escaping (map_check::encode_pathmap): `\\`,
+    `\t`, `\n` inside a path stand for a backslash, tab and newline."""
+    if b"\\" not in field:
+        return os.fsdecode(field)
+    out = []
+    i = 0
+    while i < len(field):
+        c = field[i:i + 1]
+        if c == b"\\" and i + 1 < len(field):
+            out.append(_UNESCAPE.get(field[i + 1:i + 2], field[i:i + 2]))
+            i += 2
+        else:
+            out.append(c)
+            i += 1
+    return os.fsdecode(b"".join(out))
+
+
+def _parse(raw):
+    """Pairs from BBRUN_PATHMAP (bytes, as in the environment; str accepted
+    too): non-UTF-8 bytes come back as surrogate escapes, as os.fsdecode
+    gives them for any path."""
+    if isinstance(raw, str):
+        raw = os.fsencode(raw)
     pairs = []
-    for line in text.split("\n"):
-        old, sep, new = line.partition("\t")
+    for line in raw.split(b"\n"):
+        old, sep, new = line.partition(b"\t")
         if sep and old:
+            old, new = _unescape(old), _unescape(new)
             pairs.append((old.rstrip("/") or "/", new.rstrip("/") or "/"))
     pairs.sort(key=lambda p: -len(p[0]))
     return pairs
+
+
+def _environ_map():
+    environb = getattr(os, "environb", None)
+    if environb is not None:
+        return environb.get(os.fsencode(_ENV_MAP), b"")
+    return os.environ.get(_ENV_MAP, "")
 
 
 def map_path(path):
@@ -107,7 +143,7 @@ def activate(pairs=None):
     """Install the mapping in this process; safe to call more than once."""
     global _pairs
     if pairs is None:
-        pairs = _parse(os.environ.get(_ENV_MAP, ""))
+        pairs = _parse(_environ_map())
     _add_venv_site_packages(os.environ.get("BBRUN_VENV"))
     if not pairs:
         return
@@ -120,12 +156,22 @@ def activate(pairs=None):
             del sys.path_importer_cache[key]
 
 
+def _literal_safe(path):
+    """A new path as it may appear inside a quoted string literal: a
+    backslash, quote, tab or newline in it (legal in a Linux path) is
+    escaped, so the literal still parses and holds the path."""
+    for raw, esc in ((b"\\", b"\\\\"), (b"\n", b"\\n"), (b"\t", b"\\t"), (b"\r", b"\\r"),
+                     (b"'", b"\\'"), (b'"', b'\\"')):
+        path = path.replace(raw, esc)
+    return path
+
+
 def rewrite_source(src):
     """Map old path literals in a script's source (bytes), in one pass so a
     new path is never mapped again."""
     if not _pairs:
         return src
-    olds = [(os.fsencode(o), os.fsencode(n)) for o, n in _pairs]
+    olds = [(os.fsencode(o), _literal_safe(os.fsencode(n))) for o, n in _pairs]
     out = []
     pos = 0
     ends = (b"/", b"'", b'"')

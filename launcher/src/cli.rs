@@ -84,7 +84,7 @@ fn report(result: anyhow::Result<i32>) -> i32 {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("bbrun: error: {e:#}");
+            eprintln!("bbrun: error: {}", crate::errline::bound(&format!("{e:#}")));
             2
         }
     }

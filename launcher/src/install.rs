@@ -42,6 +42,9 @@ pub struct InstallReport {
     /// Symlinks kept pointing outside DEST (`--allow-external-symlinks`),
     /// as `path -> target`.
     pub external_symlinks: Vec<String>,
+    /// Entries installed with fewer mode bits than archived, as
+    /// `path: 4755 -> 0755` (see `--keep-modes`).
+    pub stripped_modes: Vec<String>,
     pub seconds: f64,
 }
 
@@ -54,6 +57,8 @@ pub struct InstallOptions {
     pub sync: bool,
     /// Keep symlinks pointing outside DEST (a virtualenv's interpreter).
     pub allow_external_symlinks: bool,
+    /// Keep setuid/setgid/sticky bits and group/world write as archived.
+    pub keep_modes: bool,
 }
 
 /// Install `archive` at `dest`. `progress` gets the compressed bytes read
@@ -65,8 +70,17 @@ pub fn install(
     progress: &dyn Fn(u64),
 ) -> Result<InstallReport> {
     let started = Instant::now();
-    let archive = fsutil::absolute_lexical(archive)?;
-    unpack::detect(&archive)?;
+    let from_stdin = archive.as_os_str() == "-";
+    let archive = if from_stdin {
+        PathBuf::from("(standard input)")
+    } else {
+        fsutil::absolute_lexical(archive)?
+    };
+    // A regular file is checked before anything is created; a pipe or FIFO
+    // is read once, so its magic bytes are checked by the unpacker.
+    if fs::metadata(&archive).is_ok_and(|m| m.is_file()) {
+        unpack::detect(&archive)?;
+    }
     let dest = fsutil::absolute_lexical(dest)?;
     let (parent, name) = match (dest.parent(), dest.file_name()) {
         (Some(p), Some(n)) => (p.to_path_buf(), n.to_string_lossy().into_owned()),
@@ -79,7 +93,7 @@ pub fn install(
     let staging = parent.join(format!(".{name}.bbrun-staging.{}", std::process::id()));
     fs::create_dir(&staging)
         .with_context(|| format!("{}: cannot create staging directory", staging.display()))?;
-    let staged = stage(&archive, &staging, &dest, opts, progress);
+    let staged = stage(&archive, from_stdin, &staging, &dest, opts, progress);
     let mut report = match staged {
         Ok(r) => r,
         Err(e) => {
@@ -99,6 +113,7 @@ pub fn install(
 /// Unpack, verify and retarget into `staging` for its future path `dest`.
 fn stage(
     archive: &Path,
+    from_stdin: bool,
     staging: &Path,
     dest: &Path,
     opts: &InstallOptions,
@@ -106,9 +121,21 @@ fn stage(
 ) -> Result<InstallReport> {
     let unpack_opts = unpack::UnpackOptions {
         allow_external_symlinks: opts.allow_external_symlinks,
+        keep_modes: opts.keep_modes,
     };
-    let unpacked = unpack::unpack_with(archive, staging, unpack_opts, progress)?;
+    let unpacked = if from_stdin {
+        unpack::unpack_reader(
+            std::io::stdin().lock(),
+            archive,
+            staging,
+            unpack_opts,
+            progress,
+        )?
+    } else {
+        unpack::unpack_with(archive, staging, unpack_opts, progress)?
+    };
     let external = unpacked.external_symlinks;
+    let stripped = unpacked.stripped_modes;
     let unpacked = unpacked.manifest;
     check_against_manifest(archive, staging, &unpacked)?;
     // Everything install writes from here on lives in .bbrun/ or is a
@@ -176,6 +203,10 @@ fn stage(
         external_symlinks: external
             .iter()
             .map(|(p, t)| format!("{p} -> {t}"))
+            .collect(),
+        stripped_modes: stripped
+            .iter()
+            .map(|(p, from, to)| format!("{p}: {from:04o} -> {to:04o}"))
             .collect(),
         seconds: 0.0,
     })
@@ -335,14 +366,17 @@ fn recover(parent: &Path, name: &str, dest: &Path) -> Result<()> {
         let file_name = e.file_name().to_string_lossy().into_owned();
         for (prefix, is_backup) in [(&staging_prefix, false), (&backup_prefix, true)] {
             if let Some(pid) = file_name.strip_prefix(prefix.as_str()) {
-                if pid.parse::<i32>().is_ok_and(|p| !alive(p)) {
+                if pid
+                    .parse::<i32>()
+                    .is_ok_and(|p| !crate::debris::pid_alive(p))
+                {
                     stale.push((e.path(), is_backup));
                 }
             }
         }
     }
     for (path, is_backup) in &stale {
-        if *is_backup && !dest.exists() {
+        if *is_backup && fs::symlink_metadata(dest).is_err() && is_restorable(path) {
             fs::rename(path, dest).with_context(|| {
                 format!(
                     "{}: cannot restore the previous tree from {}",
@@ -358,16 +392,14 @@ fn recover(parent: &Path, name: &str, dest: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Whether a process runs with `pid`. Our own PID counts as dead: this
-/// run has created nothing yet, so such a leftover is from a dead process
-/// whose PID we inherited.
-fn alive(pid: i32) -> bool {
-    if pid == std::process::id() as i32 {
-        return false;
-    }
-    // SAFETY: signal 0 only checks that the process exists.
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+/// A backup is put back only if it is what install moved aside: a real
+/// directory (not a symlink someone planted under the backup name)
+/// holding a valid relocation map. Anything else is removed (a symlink
+/// itself, never what it points to).
+fn is_restorable(path: &Path) -> bool {
+    fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
+        && fs::symlink_metadata(map::map_path(path)).is_ok_and(|m| m.is_file())
+        && map::load(&map::map_path(path)).is_ok()
 }
 
 /// `remove_dir_all` that also copes with read-only directories (an

@@ -115,15 +115,10 @@ struct CachedProbe {
 }
 
 impl ProbeCache {
-    /// `$BBRUN_CACHE_DIR`, else `$XDG_CACHE_HOME/bbrun`, else `~/.cache/bbrun`.
+    /// The safe per-user cache directory (see [`crate::safedir`]); none
+    /// when no candidate is safe, which only costs speed here.
     pub fn default_location() -> Option<PathBuf> {
-        if let Some(d) = std::env::var_os("BBRUN_CACHE_DIR") {
-            return Some(PathBuf::from(d));
-        }
-        if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
-            return Some(PathBuf::from(d).join("bbrun"));
-        }
-        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/bbrun"))
+        crate::safedir::cache_dir().ok()
     }
 
     pub fn load() -> ProbeCache {
@@ -176,11 +171,11 @@ impl ProbeCache {
         let (Some(path), true) = (&self.path, self.dirty) else {
             return;
         };
-        if let Some(dir) = path.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
         if let Ok(bytes) = serde_json::to_vec(&self.entries) {
             let _ = fsutil::atomic_write(path, &bytes, 0o644);
+        }
+        if let Some(dir) = path.parent() {
+            crate::debris::sweep_dir(dir);
         }
     }
 }

@@ -67,11 +67,7 @@ pub fn plan(script: &Path, args: &[OsString]) -> Result<LaunchPlan> {
     argv.push(script.as_os_str().to_owned());
     argv.extend(args.iter().cloned());
 
-    let pathmap: String = tree
-        .path_mapping()
-        .iter()
-        .map(|(old, new)| format!("{old}\t{new}\n"))
-        .collect();
+    let pathmap = crate::map_check::encode_pathmap(&tree.path_mapping());
     let mut pythonpath = shim_dir.as_os_str().to_owned();
     if let Some(existing) = std::env::var_os("PYTHONPATH").filter(|p| !p.is_empty()) {
         // A nested launch (a script of one tree running another's) must
@@ -85,7 +81,7 @@ pub fn plan(script: &Path, args: &[OsString]) -> Result<LaunchPlan> {
         }
     }
     let mut env: Vec<(OsString, OsString)> = vec![
-        ("BBRUN_PATHMAP".into(), pathmap.into()),
+        ("BBRUN_PATHMAP".into(), pathmap),
         ("BBRUN_ROOT".into(), tree.root.clone().into()),
         ("PYTHONPATH".into(), pythonpath),
     ];

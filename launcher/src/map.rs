@@ -205,7 +205,7 @@ pub fn parse(text: &str, path: &Path) -> Result<RelocationMap> {
     }
     // The table already parsed becomes the map: the launcher reads this
     // file before every script, so the text is parsed once.
-    toml::Value::Table(raw)
+    let map: RelocationMap = toml::Value::Table(raw)
         .try_into()
         .map_err(|e: toml::de::Error| {
             anyhow::anyhow!(
@@ -213,7 +213,9 @@ pub fn parse(text: &str, path: &Path) -> Result<RelocationMap> {
                 path.display(),
                 one_line(&e.to_string())
             )
-        })
+        })?;
+    crate::map_check::validate(&map, path)?;
+    Ok(map)
 }
 
 pub fn load(path: &Path) -> Result<RelocationMap> {
@@ -234,7 +236,12 @@ pub fn save(path: &Path, map: &RelocationMap) -> Result<()> {
 pub fn load_inventory(path: &Path) -> Result<Inventory> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("{}: cannot read", path.display()))?;
-    toml::from_str(&text).map_err(|e| {
+    parse_inventory(&text, path)
+}
+
+/// Parse an inventory's text; `path` names it in errors.
+pub fn parse_inventory(text: &str, path: &Path) -> Result<Inventory> {
+    toml::from_str(text).map_err(|e| {
         anyhow::anyhow!(
             "{}: not a valid inventory ({}); run `bbrun freeze` again",
             path.display(),

@@ -56,6 +56,8 @@ pub fn retarget(root: &Path, new_root: &str) -> Result<RetargetReport> {
         ..Default::default()
     };
     report.resumed = finish_journal(root)?;
+    // With no journal left, any pending file is an interrupted run's.
+    crate::debris::sweep(root)?;
     let map_path = map::map_path(root);
     let map = map::load(&map_path)?;
     if map.files_root() == new_root {
@@ -67,22 +69,35 @@ pub fn retarget(root: &Path, new_root: &str) -> Result<RetargetReport> {
     let real_root =
         fs::canonicalize(root).with_context(|| format!("{}: cannot resolve", root.display()))?;
 
-    let mut pending = Vec::new();
-    for entry in inventory
-        .files
-        .iter()
-        .filter(|e| e.action == Action::RewriteOnRelocate)
-    {
-        let path = checked_path(root, &real_root, &entry.path)?;
-        let Some(path) = path else {
-            report.missing.push(entry.path.clone());
-            continue;
-        };
-        let bytes = fs::read(&path).with_context(|| format!("{}: cannot read", path.display()))?;
-        if let Some(new) = relocate::rewrite_text(&bytes, &pairs) {
-            write_pending(&path, &new)?;
-            pending.push(entry.path.clone());
+    let mut pending: Vec<String> = Vec::new();
+    let mut written: Vec<PathBuf> = Vec::new();
+    let staged = (|| -> Result<()> {
+        for entry in inventory
+            .files
+            .iter()
+            .filter(|e| e.action == Action::RewriteOnRelocate)
+        {
+            let path = checked_path(root, &real_root, &entry.path)?;
+            let Some(path) = path else {
+                report.missing.push(entry.path.clone());
+                continue;
+            };
+            let bytes =
+                fs::read(&path).with_context(|| format!("{}: cannot read", path.display()))?;
+            if let Some(new) = relocate::rewrite_text(&bytes, &pairs) {
+                write_pending(&path, &new)?;
+                written.push(pending_path(&path));
+                pending.push(entry.path.clone());
+            }
         }
+        Ok(())
+    })();
+    if let Err(e) = staged {
+        // A refused path leaves the tree as it was: no pending files.
+        for p in &written {
+            let _ = fs::remove_file(p);
+        }
+        return Err(e);
     }
     let journal = Journal {
         new_root: new_root.to_string(),
@@ -298,6 +313,29 @@ mod tests {
         assert_eq!(fs::read_to_string(&cfg).unwrap(), "[app]\n_b = /new/bin\n");
         assert!(!root.join(".bbrun").join(JOURNAL).exists());
         assert!(!pending_path(&cfg).exists());
+    }
+
+    #[test]
+    fn refused_path_leaves_no_pending_files() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("t");
+        tree(&root, "/old");
+        fs::write(root.join("ok.cfg"), "/old/x\n").unwrap();
+        let mut inv = map::load_inventory(&map::inventory_path(&root)).unwrap();
+        let mut bad = inv.files[0].clone();
+        // A good file first (its pending copy is written), then a bad one.
+        inv.files[0].path = "ok.cfg".into();
+        bad.path = "../outside".into();
+        inv.files.push(bad);
+        map::save_inventory(&map::inventory_path(&root), &inv).unwrap();
+        assert!(retarget(&root, "/new").is_err());
+        let left: Vec<_> = walkdir::WalkDir::new(&root)
+            .into_iter()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains("bbrun-relocate"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+        assert_eq!(fs::read_to_string(root.join("ok.cfg")).unwrap(), "/old/x\n");
     }
 
     #[test]

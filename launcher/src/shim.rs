@@ -39,6 +39,14 @@ pub fn tree_dir(root: &Path) -> PathBuf {
 /// Write the shim into a tree (freeze, install).
 pub fn write_into(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+    // The launcher refuses a state or shim directory others can write; a
+    // umask of 002 must not make freeze produce one.
+    for d in [Some(dir), dir.parent().filter(|p| p.ends_with(STATE_DIR))]
+        .into_iter()
+        .flatten()
+    {
+        drop_group_other_write(d);
+    }
     for (name, text) in FILES {
         let path = dir.join(name);
         if std::fs::read(&path).ok().as_deref() != Some(text.as_bytes()) {
@@ -62,11 +70,36 @@ py_compile.compile(f, doraise=True, invalidation_mode=py_compile.PycInvalidation
     for (name, _) in FILES {
         cmd.arg(dir.join(name));
     }
-    cmd.stdout(std::process::Stdio::null())
+    let ok = cmd
+        .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .status()
         .map(|s| s.success())
-        .unwrap_or(false)
+        .unwrap_or(false);
+    // The launcher refuses shim bytecode others could write (a umask of
+    // 002 would make it group-writable); take those bits away.
+    let pycache = dir.join("__pycache__");
+    let paths = std::fs::read_dir(&pycache)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .chain([pycache.clone()]);
+    for p in paths {
+        drop_group_other_write(&p);
+    }
+    ok
+}
+
+/// `chmod go-w`, best effort; symlinks are left alone.
+fn drop_group_other_write(p: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(m) = std::fs::symlink_metadata(p) {
+        let mode = m.permissions().mode() & 0o7777;
+        if !m.file_type().is_symlink() && mode & 0o022 != 0 {
+            let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode & !0o022));
+        }
+    }
 }
 
 /// A directory holding this binary's shim: the tree's own when it is
@@ -76,13 +109,21 @@ pub fn ensure_dir(root: &Path) -> Result<PathBuf> {
     if is_current(&tree) {
         return Ok(tree);
     }
-    let base = crate::interp::ProbeCache::default_location()
-        .unwrap_or_else(|| std::env::temp_dir().join(format!("bbrun-{}", nix::unistd::getuid())));
+    // Code is loaded from here, often as root: only a directory that
+    // nobody else can write (see safedir) will do.
+    let base = crate::safedir::cache_dir().with_context(|| {
+        format!(
+            "{}: shim is missing or from another bbrun version and no safe cache directory holds a copy",
+            tree.display()
+        )
+    })?;
     let dir = base.join(format!("shim-{:016x}", content_hash()));
+    crate::safedir::ensure(&dir)?;
     if !is_current(&dir) {
+        crate::debris::sweep_dir(&dir);
         write_into(&dir).with_context(|| {
             format!(
-                "{}: shim is missing or from another bbrun version, and no cache directory is writable; run `bbrun freeze` again",
+                "{}: shim is missing or from another bbrun version and the cache copy cannot be written; set BBRUN_CACHE_DIR to a writable directory owned by you",
                 tree.display()
             )
         })?;
@@ -157,6 +198,27 @@ mod tests {
             .unwrap()
             .collect();
         assert_eq!(cache.len(), 2);
+    }
+
+    #[test]
+    fn written_under_umask_002_stays_trusted() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        // As a umask of 002 leaves them (without changing the process-wide
+        // umask under other tests).
+        let shim = d.path().join(STATE_DIR).join("shim");
+        std::fs::create_dir_all(&shim).unwrap();
+        for p in [d.path().join(STATE_DIR), shim.clone()] {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o775)).unwrap();
+        }
+        write_into(&shim).unwrap();
+        for p in [
+            d.path().join(STATE_DIR),
+            d.path().join(STATE_DIR).join("shim"),
+        ] {
+            let mode = std::fs::metadata(&p).unwrap().permissions().mode();
+            assert_eq!(mode & 0o022, 0, "{}", p.display());
+        }
     }
 
     #[test]

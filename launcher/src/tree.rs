@@ -25,6 +25,7 @@ impl FrozenTree {
                 root.display()
             );
         }
+        crate::safedir::check_tree_state(root)?;
         Ok(FrozenTree {
             root: root.to_path_buf(),
             map: map::load(&map_path)?,

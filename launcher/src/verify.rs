@@ -7,6 +7,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use bbrun_archive::manifest::{EntryKind, Manifest, ManifestEntry, TreeDiff, MANIFEST_PATH};
+use bbrun_archive::unpack::safe_mode;
 use serde::Serialize;
 
 use crate::map::{self, Action, Inventory, RelocationMap};
@@ -137,11 +138,21 @@ pub fn classify(
             report.changed.push(path);
             continue;
         };
-        // Only content may differ: a changed kind or mode is never ours.
-        let content_only = x.mode == y.mode && y.kind == EntryKind::File;
-        let reason = if !content_only {
+        // Install removes unsafe mode bits (setuid, group write...);
+        // anything else but content is never ours.
+        let stripped = x.mode != y.mode && y.mode == safe_mode(x.mode);
+        let same_but_mode = stripped && {
+            let mut x2 = x.clone();
+            x2.mode = y.mode;
+            same(&x2, expected, y, actual)
+        };
+        let content_only = (x.mode == y.mode || stripped) && y.kind == EntryKind::File;
+        let reason = if same_but_mode {
+            Some("mode made safe by install (setuid/setgid/sticky, group/world write removed)")
+        } else if !content_only {
             None
-        } else if path == state_file(map::MAP_FILE) {
+        } else if path == state_file(map::MAP_FILE) && map.is_some() {
+            // Only a map that loads (validated) is an update of bbrun's.
             Some("relocation map updated for the tree's new root")
         } else if rewritten(&path) {
             match map.map(|m| undo_rewrite_matches(root, &path, m, x.sha256.as_deref())) {

@@ -56,10 +56,17 @@ pub fn detect(archive: &Path) -> Result<Compression> {
         File::open(archive).with_context(|| format!("{}: cannot open", archive.display()))?;
     let n = read_up_to(&mut f, &mut head)
         .with_context(|| format!("{}: cannot read", archive.display()))?;
-    if n >= 4 && head == ZSTD_MAGIC {
+    compression_of(&head[..n], archive)
+}
+
+/// The compression named by an archive's first (up to four) bytes.
+pub fn compression_of(head: &[u8], archive: &Path) -> Result<Compression> {
+    if head.len() >= 4 && head[..4] == ZSTD_MAGIC {
         Ok(Compression::Zstd)
-    } else if n >= 2 && head[..2] == GZIP_MAGIC {
+    } else if head.len() >= 2 && head[..2] == GZIP_MAGIC {
         Ok(Compression::Gzip)
+    } else if head.is_empty() {
+        bail!("{}: empty, not an archive", archive.display())
     } else {
         bail!(
             "{}: not a tar.zst or tar.gz archive (unknown magic bytes)",
@@ -86,6 +93,19 @@ pub struct UnpackOptions {
     /// them: entries below any symlink stay refused, and symlinks are
     /// created after every other write.
     pub allow_external_symlinks: bool,
+    /// Write modes as archived. By default setuid, setgid and sticky bits
+    /// and group/world write are removed ([`safe_mode`]): an archive from
+    /// elsewhere must not install a setuid program or a directory anyone
+    /// can change when root installs it. Manifests keep the archived mode.
+    pub keep_modes: bool,
+}
+
+/// Bits an install removes unless asked to keep them.
+pub const UNSAFE_MODE_BITS: u32 = 0o7022;
+
+/// `mode` without setuid, setgid, sticky and group/world write.
+pub fn safe_mode(mode: u32) -> u32 {
+    mode & !UNSAFE_MODE_BITS
 }
 
 /// What [`unpack_with`] wrote.
@@ -94,6 +114,9 @@ pub struct Unpacked {
     pub manifest: Manifest,
     /// Symlinks kept although they point outside DEST: (path, target).
     pub external_symlinks: Vec<(String, String)>,
+    /// Files and directories written with fewer mode bits than archived:
+    /// (path, archived mode, written mode).
+    pub stripped_modes: Vec<(String, u32, u32)>,
 }
 
 /// Unpack `archive` into `dest`, an existing empty directory, refusing
@@ -112,24 +135,59 @@ pub fn unpack_with(
     opts: UnpackOptions,
     progress: &dyn Fn(u64),
 ) -> Result<Unpacked> {
-    let compression = detect(archive)?;
     let file =
         File::open(archive).with_context(|| format!("{}: cannot open", archive.display()))?;
+    unpack_reader(file, archive, dest, opts, progress)
+}
+
+/// [`unpack_with`] from any reader, in one pass: the magic bytes are read
+/// from the same stream that is then decompressed, so a pipe, a FIFO or
+/// `/dev/stdin` works. `archive` only names the input in errors.
+pub fn unpack_reader<R: Read>(
+    input: R,
+    archive: &Path,
+    dest: &Path,
+    opts: UnpackOptions,
+    progress: &dyn Fn(u64),
+) -> Result<Unpacked> {
     let read = Arc::new(AtomicU64::new(0));
-    let counting = Counting {
-        inner: file,
+    let mut counting = Counting {
+        inner: input,
         read: read.clone(),
     };
-    let buffered = BufReader::with_capacity(1 << 20, counting);
-    let decoder: Box<dyn Read> = match compression {
+    let mut head = [0u8; 4];
+    let n = read_up_to(&mut counting, &mut head)
+        .with_context(|| format!("{}: cannot read", archive.display()))?;
+    let compression = compression_of(&head[..n], archive)?;
+    let stream = io::Cursor::new(head[..n].to_vec()).chain(counting);
+    let buffered = BufReader::with_capacity(1 << 20, stream);
+    let decoder: Box<dyn Read + '_> = match compression {
         Compression::Zstd => Box::new(
             zstd::stream::read::Decoder::with_buffer(buffered)
                 .with_context(|| format!("{}: cannot start zstd decoder", archive.display()))?,
         ),
+        // Multi-member, as gzip(1) reads; each member's CRC-32 and length
+        // are checked by flate2 when the member ends, which `run` makes
+        // sure is reached by reading the stream to its end.
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(buffered)),
     };
+    unpack_decoded(decoder, archive, dest, opts, &|| {
+        progress(read.load(Ordering::Relaxed))
+    })
+}
+
+/// Unpack an uncompressed tar stream (what the decoders yield; also the
+/// fuzzing entry point).
+pub fn unpack_decoded<'r>(
+    decoder: Box<dyn Read + 'r>,
+    archive: &Path,
+    dest: &Path,
+    opts: UnpackOptions,
+    progress: &dyn Fn(),
+) -> Result<Unpacked> {
     let mut unpacker = Unpacker::new(archive, dest);
-    let result = unpacker.run(decoder, &|| progress(read.load(Ordering::Relaxed)));
+    unpacker.keep_modes = opts.keep_modes;
+    let result = unpacker.run(decoder, progress);
     // A writer's error (a full disk) comes first: it is why the reader
     // stopped, if it did.
     unpacker.finish_writers()?;
@@ -174,6 +232,8 @@ struct Unpacker<'a> {
     seen: HashMap<String, Seen>,
     /// Mode of each regular file, for the hardlinks that share it.
     file_modes: HashMap<String, u32>,
+    keep_modes: bool,
+    stripped: Vec<(String, u32, u32)>,
     /// In archive order; sha256 of files filled in when written.
     entries: Vec<ManifestEntry>,
     /// Symlinks to create at the end: (path, target).
@@ -213,6 +273,8 @@ impl<'a> Unpacker<'a> {
             dest,
             seen: HashMap::new(),
             file_modes: HashMap::new(),
+            keep_modes: false,
+            stripped: Vec::new(),
             entries: Vec::new(),
             symlinks: Vec::new(),
             hardlinks: Vec::new(),
@@ -226,13 +288,33 @@ impl<'a> Unpacker<'a> {
         anyhow!("{}: {entry}: {msg}", self.archive.display())
     }
 
-    fn run(&mut self, decoder: Box<dyn Read>, progress: &dyn Fn()) -> Result<()> {
+    fn run(&mut self, decoder: Box<dyn Read + '_>, progress: &dyn Fn()) -> Result<()> {
         let mut tar = tar::Archive::new(decoder);
         let entries = tar.entries().map_err(|e| self.corrupt(e))?;
         for entry in entries {
             let mut entry = entry.map_err(|e| self.corrupt(e))?;
             self.entry(&mut entry)?;
             progress();
+        }
+        // The tar end marker is not the end of the stream: read on, so the
+        // compressed stream's own checks (gzip CRC-32 and length, zstd
+        // checksum) run, and refuse anything but the zero padding tar
+        // writers add.
+        let mut rest = tar.into_inner();
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            let n = match rest.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(self.corrupt(e)),
+            };
+            if buf[..n].iter().any(|&b| b != 0) {
+                bail!(
+                    "{}: data after the end of the tar archive; refused (corrupt or tampered)",
+                    self.archive.display()
+                );
+            }
         }
         Ok(())
     }
@@ -290,6 +372,8 @@ impl<'a> Unpacker<'a> {
                 }
                 self.entries
                     .push(entry_of(&path, EntryKind::Dir, mode, 0, None));
+                // Set in `finish`, from the entry.
+                self.write_mode(&path, mode);
             }
             Seen::File => {
                 let size = entry.header().size().map_err(|e| self.err(&path, e))?;
@@ -298,6 +382,7 @@ impl<'a> Unpacker<'a> {
                 self.file_modes.insert(path.clone(), mode);
                 self.entries
                     .push(entry_of(&path, EntryKind::File, mode, size, None));
+                let mode = self.write_mode(&path, mode);
                 if size <= BUFFERED_MAX {
                     let mut data = Vec::with_capacity(size as usize);
                     entry
@@ -424,6 +509,19 @@ impl<'a> Unpacker<'a> {
         first
     }
 
+    /// The mode to write for an entry archived with `mode`; a stripped
+    /// one is recorded for the report.
+    fn write_mode(&mut self, path: &str, mode: u32) -> u32 {
+        if self.keep_modes {
+            return mode;
+        }
+        let safe = safe_mode(mode);
+        if safe != mode {
+            self.stripped.push((path.to_string(), mode, safe));
+        }
+        safe
+    }
+
     /// Hardlinks, directory modes, then the checked symlinks.
     fn finish(mut self, opts: UnpackOptions) -> Result<Unpacked> {
         for (path, target) in &self.hardlinks {
@@ -472,14 +570,20 @@ impl<'a> Unpacker<'a> {
         }
         // mkdir gave every directory 0o777 minus the umask already.
         let created = 0o777 & !self.umask;
-        for d in dirs.into_iter().filter(|d| d.mode != created) {
-            fs::set_permissions(self.dest.join(&d.path), fs::Permissions::from_mode(d.mode))
-                .map_err(|e| self.err(&d.path, format!("cannot set mode: {e}")))?;
+        let keep = self.keep_modes;
+        let mode_of = |d: &ManifestEntry| if keep { d.mode } else { safe_mode(d.mode) };
+        for d in dirs.into_iter().filter(|d| mode_of(d) != created) {
+            fs::set_permissions(
+                self.dest.join(&d.path),
+                fs::Permissions::from_mode(mode_of(d)),
+            )
+            .map_err(|e| self.err(&d.path, format!("cannot set mode: {e}")))?;
         }
         let entries = std::mem::take(&mut self.entries);
         Ok(Unpacked {
             manifest: Manifest::from_entries(entries),
             external_symlinks: external,
+            stripped_modes: std::mem::take(&mut self.stripped),
         })
     }
 }

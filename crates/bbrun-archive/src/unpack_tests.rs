@@ -327,6 +327,7 @@ fn clean_path_rules() {
 fn external_symlinks_kept_only_on_request_and_never_written_through() {
     let allow = UnpackOptions {
         allow_external_symlinks: true,
+        ..Default::default()
     };
     let fx = Fixture::new();
     let bytes = zst(&[
@@ -392,4 +393,98 @@ fn pax_mtime_wins_over_a_rounded_header_field() {
         fs::metadata(fx.dest().join("other.py")).unwrap().mtime(),
         1_600_000_000
     );
+}
+
+#[test]
+fn unsafe_modes_stripped_unless_kept_manifest_keeps_archived() {
+    let mut suid = header("bin/su", EntryType::Regular, 2, None);
+    suid.set_mode(0o4755);
+    suid.set_cksum();
+    let mut open = header("var", EntryType::Directory, 0, None);
+    open.set_mode(0o3777);
+    open.set_cksum();
+    let bytes = zst(&[
+        E::D("bin"),
+        E::Raw(Box::new(suid), b"#!"),
+        E::Raw(Box::new(open), b""),
+    ]);
+    for keep in [false, true] {
+        let fx = Fixture::new();
+        let archive = fx.archive(&bytes);
+        let opts = UnpackOptions {
+            keep_modes: keep,
+            ..Default::default()
+        };
+        let u = unpack_with(&archive, &fx.dest(), opts, &|_| {}).unwrap();
+        let mode = |p: &str| fs::metadata(fx.dest().join(p)).unwrap().mode() & 0o7777;
+        assert_eq!(u.manifest.get("bin/su").unwrap().mode, 0o4755);
+        if keep {
+            assert_eq!((mode("bin/su"), mode("var")), (0o4755, 0o3777));
+            assert!(u.stripped_modes.is_empty());
+        } else {
+            assert_eq!((mode("bin/su"), mode("var")), (0o755, 0o755));
+            assert_eq!(
+                u.stripped_modes,
+                vec![
+                    ("bin/su".to_string(), 0o4755, 0o755),
+                    ("var".to_string(), 0o3777, 0o755)
+                ]
+            );
+        }
+    }
+}
+
+#[test]
+fn data_after_the_stream_or_the_tar_is_refused() {
+    let good = gz(&[E::F("a", b"x")]);
+    let mut trailing = good.clone();
+    trailing.extend_from_slice(b"garbage");
+    refused(trailing, "", "corrupt");
+    let mut bad_crc = good.clone();
+    let n = bad_crc.len();
+    bad_crc[n - 8] ^= 0xff;
+    refused(bad_crc, "", "corrupt");
+    let mut tar = tar_bytes(&[E::F("a", b"x")]);
+    tar.extend_from_slice(b"junk after the end marker");
+    refused(
+        zstd::encode_all(&tar[..], 3).unwrap(),
+        "",
+        "data after the end",
+    );
+}
+
+#[test]
+fn one_pass_from_a_reader() {
+    let fx = Fixture::new();
+    let bytes = gz(&[E::F("a", b"x")]);
+    // A reader that hands out one byte at a time, like a slow pipe.
+    struct Trickle<'a>(&'a [u8]);
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.0.is_empty() || buf.is_empty() {
+                return Ok(0);
+            }
+            buf[0] = self.0[0];
+            self.0 = &self.0[1..];
+            Ok(1)
+        }
+    }
+    let u = unpack_reader(
+        Trickle(&bytes),
+        Path::new("(pipe)"),
+        &fx.dest(),
+        UnpackOptions::default(),
+        &|_| {},
+    )
+    .unwrap();
+    assert!(u.manifest.get("a").is_some());
+    let err = unpack_reader(
+        &b"hello"[..],
+        Path::new("(pipe)"),
+        &fx.dest(),
+        UnpackOptions::default(),
+        &|_| {},
+    )
+    .unwrap_err();
+    assert!(format!("{err}").contains("unknown magic bytes"));
 }

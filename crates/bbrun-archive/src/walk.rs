@@ -31,6 +31,23 @@ pub struct TreeItem {
     pub target: Option<String>,
 }
 
+/// What a killed bbrun run may leave behind: temp files
+/// (`NAME.bbrun-tmp.PID`), relocate's pending files (`.NAME.bbrun-relocate`),
+/// install's staging and backup directories (`.NAME.bbrun-staging.PID`,
+/// `.NAME.bbrun-old.PID`). Never part of a tree: no archive or manifest
+/// lists them, and the next run of the command removes them.
+pub fn is_debris(name: &str) -> bool {
+    let pid_suffix = |marker: &str| {
+        name.rsplit_once(marker)
+            .is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+    };
+    pid_suffix(".bbrun-tmp.")
+        || (name.starts_with('.')
+            && (name.ends_with(".bbrun-relocate")
+                || pid_suffix(".bbrun-staging.")
+                || pid_suffix(".bbrun-old.")))
+}
+
 /// Every entry below `root`, sorted by path. Sockets are left out: they
 /// belong to a running program (a buildout's `var/*.sock`), not to the
 /// content, and no archive carries them. Names that are not UTF-8, fifos
@@ -44,7 +61,13 @@ pub fn walk(root: &Path) -> Result<Vec<TreeItem>> {
 pub fn walk_noting_sockets(root: &Path) -> Result<(Vec<TreeItem>, Vec<String>)> {
     let mut items = Vec::new();
     let mut sockets = Vec::new();
-    for entry in walkdir::WalkDir::new(root).min_depth(1).follow_links(false) {
+    let listed = walkdir::WalkDir::new(root)
+        .min_depth(1)
+        .follow_links(false)
+        .into_iter()
+        // Debris of killed runs is never content (see `is_debris`).
+        .filter_entry(|e| !e.file_name().to_str().is_some_and(is_debris));
+    for entry in listed {
         let entry = entry.map_err(|e| {
             let at = e.path().unwrap_or(root).display().to_string();
             anyhow::anyhow!("{at}: cannot read ({})", e)
@@ -156,5 +179,27 @@ mod tests {
         let (items, sockets) = walk_noting_sockets(d.path()).unwrap();
         assert_eq!(items.len(), 1);
         assert_eq!(sockets, ["var/zeo.sock"]);
+    }
+
+    #[test]
+    fn debris_names() {
+        for d in [
+            "_x.so.bbrun-tmp.123",
+            ".map.toml.bbrun-tmp.9",
+            ".buildout.cfg.bbrun-relocate",
+            ".app.bbrun-staging.77",
+            ".app.bbrun-old.1",
+        ] {
+            assert!(is_debris(d), "{d}");
+        }
+        for ok in [
+            "x.bbrun-tmp.",
+            "x.bbrun-tmp.1a",
+            "a.bbrun-relocate",
+            "app.bbrun-old.1",
+            "x.so",
+        ] {
+            assert!(!is_debris(ok), "{ok}");
+        }
     }
 }

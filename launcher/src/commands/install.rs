@@ -14,7 +14,8 @@ const PROGRESS_MIN_BYTES: u64 = 32 << 20;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// A tar.zst or tar.gz made by `bbrun pack` (told apart by content).
+    /// A tar.zst or tar.gz made by `bbrun pack` (told apart by content);
+    /// `-` reads it from standard input (a pipe), in one pass.
     pub archive: PathBuf,
     /// Where the tree goes: missing, empty, or a previous install to replace.
     pub dest: PathBuf,
@@ -31,6 +32,10 @@ pub struct Args {
     /// archive. Nothing is ever written through them.
     #[arg(long)]
     pub allow_external_symlinks: bool,
+    /// Keep setuid/setgid/sticky bits and group/world write as archived
+    /// (by default they are removed, and each removal is listed).
+    #[arg(long)]
+    pub keep_modes: bool,
     /// Print a JSON summary.
     #[arg(long)]
     pub json: bool,
@@ -59,6 +64,7 @@ pub fn run(args: Args) -> Result<i32> {
         launcher,
         sync: !args.no_sync,
         allow_external_symlinks: args.allow_external_symlinks,
+        keep_modes: args.keep_modes,
     };
     let result = install::install(&args.archive, &args.dest, &opts, &|n| bar.set_position(n));
     bar.finish_and_clear();
@@ -81,6 +87,9 @@ pub fn run(args: Args) -> Result<i32> {
         );
         for f in &report.rewritten {
             println!("  rewritten for {}: {f}", report.dest);
+        }
+        for m in &report.stripped_modes {
+            println!("  mode made safe (setuid/setgid/sticky, group/world write removed; --keep-modes keeps them): {m}");
         }
         for l in &report.external_symlinks {
             println!("  symlink out of the tree kept: {l}");

@@ -31,6 +31,9 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<i32> {
     let tree = FrozenTree::open(&args.root)?;
+    if !args.dry_run {
+        crate::debris::sweep(&tree.root)?;
+    }
     let launcher = if args.env || args.restore {
         None
     } else {

@@ -65,6 +65,12 @@ pub fn copy_into_tree(src: &Path, dest: &Path) -> Result<u64> {
     let result = copy_tree(src, &staging);
     match result {
         Ok(n) => {
+            // Only planned, unrecorded destinations get here: one already
+            // present is a copy a killed freeze moved in before it could
+            // write the map. It is bbrun's own (in .bbrun/external).
+            if fs::symlink_metadata(dest).is_ok() {
+                let _ = fs::remove_dir_all(dest).or_else(|_| fs::remove_file(dest));
+            }
             fs::rename(&staging, dest)
                 .with_context(|| format!("{}: cannot move copy into place", dest.display()))?;
             crate::fsutil::sync_dir(parent);

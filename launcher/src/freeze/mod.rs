@@ -55,6 +55,11 @@ pub fn freeze(root_arg: &Path, opts: &FreezeOptions) -> Result<FreezeReport> {
     if !root.is_dir() {
         bail!("{}: not a directory", root_arg.display());
     }
+    if !opts.dry_run {
+        // Temp files of a killed freeze would otherwise be scanned, and
+        // shipped by pack.
+        crate::debris::sweep(&root)?;
+    }
     let root_real = std::fs::canonicalize(&root)
         .with_context(|| format!("{}: cannot resolve", root.display()))?;
     let root_s = root.to_string_lossy().into_owned();

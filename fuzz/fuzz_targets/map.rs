@@ -1,0 +1,18 @@
+//! A relocation map: parse + validate, then what the launcher derives
+//! from it (path pairs, the BBRUN_PATHMAP encoding). Never a panic.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use std::path::Path;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(map) = bbrun::map::parse(text, Path::new("map.toml")) {
+        let pairs = bbrun::relocate::rewrite_pairs(&map, "/new/root");
+        let enc = bbrun::map_check::encode_pathmap(&pairs);
+        // What the launcher puts in the environment must be settable.
+        assert!(!std::os::unix::ffi::OsStrExt::as_bytes(enc.as_os_str()).contains(&0));
+        let _ = map.old_roots();
+    }
+});
