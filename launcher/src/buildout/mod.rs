@@ -1,0 +1,235 @@
+//! Re-running zc.buildout in a frozen tree where it landed: offline, with
+//! no compiler, rebuilding nothing the move alone would not change, and
+//! all-or-nothing.
+//!
+//! `bbrun buildout ROOT [ARGS…]`, `bbrun bin/buildout ARGS…` and
+//! `./bin/buildout ARGS…` (after `bbrun shebang`) all come here:
+//! 1. lock the tree (`.bbrun/lock`), finish an interrupted earlier run;
+//! 2. relocate it if it was moved (as `bbrun relocate`), so `.installed.cfg`
+//!    compares equal and parts are updated, not rebuilt at the old paths;
+//! 3. snapshot what buildout may change ([`snapshot`]);
+//! 4. if `bin/buildout` names an interpreter this machine lacks, regenerate
+//!    it (`buildout bootstrap`) for the one the launcher found;
+//! 5. run buildout as a child with the offline settings ([`offline`]);
+//! 6. on success refresh the freeze records ([`refresh`]) and drop the
+//!    snapshot; on failure or interruption put the snapshot back and say in
+//!    one line what would need the network or a compiler ([`diagnose`]).
+
+pub mod child;
+pub mod clone;
+pub mod diagnose;
+pub mod lock;
+pub mod offline;
+pub mod refresh;
+pub mod snapshot;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::launch::{self, LaunchPlan};
+use crate::retarget;
+use crate::shebang;
+use crate::tree::FrozenTree;
+
+/// Run the buildout script `script` of the tree at `root` with `args`.
+pub fn run(root: &Path, script: &Path, args: &[OsString]) -> Result<i32> {
+    let lock = lock::acquire(root)?;
+    if snapshot::repair(root)? {
+        eprintln!(
+            "bbrun: {}: put back the tree as it was before an interrupted buildout run",
+            root.display()
+        );
+    }
+    let here = root.to_string_lossy().into_owned();
+    let moved = retarget::retarget(root, &here)?;
+    if !moved.from.is_empty() {
+        println!(
+            "bbrun: {here}: relocated from {} first ({} file(s) rewritten)",
+            moved.from,
+            moved.rewritten.len()
+        );
+    }
+    let tree = FrozenTree::open(root)?;
+    let before = refresh::before(&tree);
+    let plan = launch::plan(script, args)?;
+
+    let taken = snapshot::take(root)?;
+    println!(
+        "bbrun: snapshot of {} file(s), {:.1} MiB, in {:.2} s ({} copied, {} hard-linked, {} reflinked); restored if this run fails",
+        taken.stats.files,
+        taken.stats.bytes as f64 / (1024.0 * 1024.0),
+        taken.seconds,
+        taken.stats.copied,
+        taken.stats.hard_linked,
+        taken.stats.reflinked
+    );
+    lock::inherit(&lock);
+    let result = run_in_snapshot(root, script, &plan, args, &before);
+    match result {
+        Ok(()) => {
+            snapshot::commit(root)?;
+            Ok(0)
+        }
+        Err(e) => {
+            snapshot::restore(root).with_context(|| {
+                format!("{e:#}; and restoring the tree failed too, run `bbrun buildout {here}` again to finish restoring")
+            })?;
+            Err(e)
+        }
+    }
+}
+
+/// Steps 4-6 while the snapshot is armed; an error means restore.
+fn run_in_snapshot(
+    root: &Path,
+    script: &Path,
+    plan: &LaunchPlan,
+    args: &[OsString],
+    before: &refresh::Before,
+) -> Result<()> {
+    let cfg = config_file(root, args);
+    if needs_bootstrap(root, script, plan) {
+        regenerate(root, script, plan)?;
+    }
+    let done = child::run(plan, args.len(), &offline::assignments(), &offline::env())?;
+    if !done.success {
+        if done.interrupted && !done.output.contains("While:") {
+            bail!(
+                "{}: buildout was interrupted (exit {}); the tree was put back as it was before the run",
+                cfg.display(),
+                done.code
+            );
+        }
+        bail!(
+            "{}: {} (the tree was put back as it was before the run)",
+            cfg.display(),
+            diagnose::explain(&done.output)
+        );
+    }
+    refresh::after(root, before)
+}
+
+/// `-c FILE` from the arguments (relative to the working directory, as
+/// buildout reads it), else `ROOT/buildout.cfg`.
+fn config_file(root: &Path, args: &[OsString]) -> PathBuf {
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "-c" {
+            if let Some(f) = it.next() {
+                return crate::fsutil::absolute_lexical(Path::new(f)).unwrap_or_else(|_| f.into());
+            }
+        }
+    }
+    root.join("buildout.cfg")
+}
+
+/// `bin/buildout`'s own interpreter (recorded by freeze, or line 1) does
+/// not exist here: the note's "special bootstrap" rewrites it for the
+/// interpreter the launcher chose.
+fn needs_bootstrap(root: &Path, script: &Path, plan: &LaunchPlan) -> bool {
+    let rel = script
+        .strip_prefix(root)
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let Ok(tree) = FrozenTree::open(root) else {
+        return false;
+    };
+    let line = match tree.map.script(&rel) {
+        Some(s) => s.shebang.clone(),
+        None => shebang::read_first_line(script).unwrap_or_default(),
+    };
+    match shebang::parse(&line) {
+        Some(s) if s.interpreter.starts_with('/') => {
+            !Path::new(&s.interpreter).exists() && Path::new(&s.interpreter) != plan.python
+        }
+        _ => false,
+    }
+}
+
+/// Write `script` for this machine: line 1 names the interpreter the
+/// launcher chose (with the recorded options), and the paths its body
+/// names (`sys.path[0:0] = [...]`) where they are now, so it also runs
+/// without bbrun. `buildout bootstrap` would do the same but first deletes
+/// all of `develop-eggs/`, eggs built by zc.recipe.egg:custom included.
+fn regenerate(root: &Path, script: &Path, plan: &LaunchPlan) -> Result<()> {
+    let tree = FrozenTree::open(root)?;
+    let bytes =
+        std::fs::read(script).with_context(|| format!("{}: cannot read", script.display()))?;
+    let (_, body) = shebang::split_first_line(&bytes);
+    let rel = script
+        .strip_prefix(root)
+        .unwrap_or(script)
+        .to_string_lossy();
+    let options = tree
+        .map
+        .script(&rel)
+        .map(|s| s.options.join(" "))
+        .unwrap_or_default();
+    let mut line = format!("#!{}", plan.python.display());
+    if !options.is_empty() {
+        line = format!("{line} {options}");
+    }
+    let body = crate::relocate::rewrite_text(body, &tree.path_mapping()).unwrap_or(body.to_vec());
+    let mut out = line.clone().into_bytes();
+    out.push(b'\n');
+    out.extend_from_slice(&body);
+    crate::fsutil::atomic_write(script, &out, 0o755)?;
+    println!(
+        "bbrun: regenerated {} for {}",
+        script.display(),
+        plan.python.display()
+    );
+    Ok(())
+}
+
+/// The buildout script of the tree at `root` for `bbrun buildout ROOT`.
+pub fn script_of(tree: &FrozenTree) -> Result<PathBuf> {
+    let default = tree.root.join("bin/buildout");
+    if default.is_file() {
+        return Ok(default);
+    }
+    if let Some(s) = tree
+        .map
+        .scripts
+        .iter()
+        .find(|s| s.buildout && tree.root.join(&s.path).is_file())
+    {
+        return Ok(tree.root.join(&s.path));
+    }
+    bail!(
+        "{}: missing, and no other script of this tree runs zc.buildout; copy bin/buildout from the build host (or ship the tree again)",
+        default.display()
+    )
+}
+
+/// A launch found to be a buildout run (see [`LaunchPlan::buildout`]).
+pub fn run_planned(plan: LaunchPlan, script: &Path, args: &[OsString]) -> Result<i32> {
+    let abs = crate::fsutil::absolute_lexical(script)?;
+    // A script reached through a symlink outside the tree: its real path.
+    let abs = if abs.starts_with(&plan.root) {
+        abs
+    } else {
+        std::fs::canonicalize(&abs).with_context(|| format!("{}: cannot resolve", abs.display()))?
+    };
+    run(&plan.root, &abs, args)
+}
+
+/// Cheap check before every launch: a journal left by a killed run means
+/// the tree may be half-changed. Put it back first, unless the run is
+/// still going (it holds the lock).
+pub fn repair_before_launch(root: &Path) -> Result<()> {
+    if std::fs::symlink_metadata(snapshot::journal_path(root)).is_err() {
+        return Ok(());
+    }
+    if let Some(_lock) = lock::try_acquire(root)? {
+        if snapshot::repair(root)? {
+            eprintln!(
+                "bbrun: {}: put back the tree as it was before an interrupted buildout run",
+                root.display()
+            );
+        }
+    }
+    Ok(())
+}
