@@ -33,8 +33,19 @@ use crate::retarget;
 use crate::shebang;
 use crate::tree::FrozenTree;
 
+/// How a moved tree is handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Moved {
+    /// `bbrun buildout ROOT`: relocate it first, as `bbrun relocate`.
+    Relocate,
+    /// `bin/buildout` run as a script: refuse, as before (the guard of
+    /// docs/launcher.md): running a copy's buildout must not silently
+    /// rewrite that copy.
+    Refuse,
+}
+
 /// Run the buildout script `script` of the tree at `root` with `args`.
-pub fn run(root: &Path, script: &Path, args: &[OsString]) -> Result<i32> {
+pub fn run(root: &Path, script: &Path, args: &[OsString], moved: Moved) -> Result<i32> {
     let lock = lock::acquire(root)?;
     if snapshot::repair(root)? {
         eprintln!(
@@ -43,6 +54,9 @@ pub fn run(root: &Path, script: &Path, args: &[OsString]) -> Result<i32> {
         );
     }
     let here = root.to_string_lossy().into_owned();
+    if moved == Moved::Refuse {
+        refuse_unrelocated(root, &here)?;
+    }
     let moved = retarget::retarget(root, &here)?;
     if !moved.from.is_empty() {
         println!(
@@ -213,7 +227,23 @@ pub fn run_planned(plan: LaunchPlan, script: &Path, args: &[OsString]) -> Result
     } else {
         std::fs::canonicalize(&abs).with_context(|| format!("{}: cannot resolve", abs.display()))?
     };
-    run(&plan.root, &abs, args)
+    run(&plan.root, &abs, args, Moved::Refuse)
+}
+
+/// zc.buildout run where `.installed.cfg` names another root would
+/// uninstall the parts at the old paths (deleting a copy that still lives
+/// there) and rebuild everything.
+fn refuse_unrelocated(root: &Path, here: &str) -> Result<()> {
+    let tree = FrozenTree::open(root)?;
+    let files_root = tree.map.files_root();
+    let installed = root.join(".installed.cfg");
+    if files_root != here && installed.exists() {
+        bail!(
+            "{}: names the tree's old root {files_root}; a buildout run now would uninstall parts there and rebuild them here. Run `bbrun relocate {here}` first (or `bbrun buildout {here}`, which does)",
+            installed.display()
+        );
+    }
+    Ok(())
 }
 
 /// Cheap check before every launch: a journal left by a killed run means

@@ -23,5 +23,5 @@ pub fn run(args: Args) -> Result<i32> {
     let root = crate::fsutil::absolute_lexical(&args.root)?;
     let tree = FrozenTree::open(&root)?;
     let script = crate::buildout::script_of(&tree)?;
-    crate::buildout::run(&root, &script, &args.args)
+    crate::buildout::run(&root, &script, &args.args, crate::buildout::Moved::Relocate)
 }
