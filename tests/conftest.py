@@ -26,6 +26,14 @@ from support import (  # noqa: F401  (re-exported for the test modules)
     run,
     tree_digest,
 )
+from appserver import (  # noqa: F401
+    add_folder,
+    build_zope_buildout,
+    fetch_zope_dists,
+    free_port,
+    start_instance,
+    stop_instance,
+)
 
 
 @pytest.fixture(scope="session")
@@ -63,3 +71,43 @@ def frozen_sample(tmp_path_factory, dists, bbrun):
     return {"pristine": pristine, "build_root": a, "venv": venv, "freeze_report": report}
 
 
+
+
+@pytest.fixture(scope="session")
+def frozen_zope(tmp_path_factory, bbrun):
+    """A Zope 5 application server (plone.recipe.zope2instance, ~80 eggs
+    with compiled extensions) built at a long path A with a venv's python,
+    started there once (so var/ holds a Data.fs with a folder `seed`, logs
+    and the instance's other state, as on a deployed host), frozen, then
+    moved away with A and the venv gone. Tests copy it (`copy_tree`).
+
+    Returns a dict: pristine, build_root (A, gone), venv (gone),
+    freeze_report (parsed --json), port (the instance's http-address in
+    buildout.cfg and the generated config), seed (the folder created at A)."""
+    zdists = fetch_zope_dists()
+    base = tmp_path_factory.mktemp("zope")
+    venv = base / "venv"
+    make_venv(venv, zdists)
+    a = base / "a-rather-long-build-directory-name" / "that-keeps-going" / "deeper-still" / "zope-buildout"
+    a.parent.mkdir(parents=True)
+    port = free_port()
+    build_zope_buildout(a, venv, zdists, port)
+    server = start_instance([a / "bin" / "instance", "fg"], a, port)
+    try:
+        add_folder(port, "seed")
+    finally:
+        stop_instance(server)
+    report = json.loads(run([bbrun, "freeze", "--json", a]).stdout)
+    pristine = base / "p"
+    shutil.move(str(a), str(pristine))
+    shutil.rmtree(base / "a-rather-long-build-directory-name")
+    shutil.move(str(venv), str(base / "venv-gone"))
+    shutil.rmtree(base / "venv-gone")
+    return {
+        "pristine": pristine,
+        "build_root": a,
+        "venv": venv,
+        "freeze_report": report,
+        "port": port,
+        "seed": "seed",
+    }
