@@ -352,3 +352,35 @@ def test_zope_port_change_offline_and_failed_rerun_keeps_serving(frozen_zope, bb
     assert state(root) == before
     assert native_hashes(root) == so_before
     serves()
+
+
+def test_ctrl_c_restores(target_sample, bbrun, tmp_path):
+    c = copy_tree(target_sample["pristine"], tmp_path / "c")
+    run([bbrun, "relocate", c])
+    before = state(c)
+    add_interpreter(c)
+    proc = subprocess.Popen(
+        offline([bbrun, c / "bin" / "buildout"]),
+        cwd=c,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    line = ""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and line is not None:
+        line = proc.stdout.readline()
+        if not line or line.startswith("Develop: '%s/src/fastdemo'" % c):
+            break
+    # As the terminal does: SIGINT to the whole foreground process group.
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("bbrun: error: %s/buildout.cfg: buildout was interrupted (exit " % c), err
+    assert lines[0].endswith("; the tree was put back as it was before the run"), err
+    assert state(c) == before
+    assert not (c / ".bbrun" / "buildout-journal.toml").exists()
+    assert json.loads(run([bbrun, c / "bin" / "demo"]).stdout)["keys"] == ["a", "b"]

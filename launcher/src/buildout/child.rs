@@ -12,7 +12,7 @@ use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use anyhow::{Context, Result};
 
@@ -22,6 +22,8 @@ use crate::launch::LaunchPlan;
 const KEEP: usize = 4 * 1024 * 1024;
 
 static CHILD: AtomicI32 = AtomicI32::new(0);
+/// A signal asked the run to stop (Ctrl-C, SIGTERM, SIGHUP, SIGQUIT).
+static STOPPED: AtomicBool = AtomicBool::new(false);
 
 pub struct Finished {
     pub success: bool,
@@ -117,6 +119,7 @@ pub fn run(
 }
 
 extern "C" fn forward(sig: libc::c_int) {
+    STOPPED.store(true, Ordering::SeqCst);
     let pid = CHILD.load(Ordering::SeqCst);
     if pid > 0 && sig != libc::SIGINT {
         // SAFETY: kill is async-signal-safe.

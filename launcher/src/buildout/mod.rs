@@ -109,7 +109,7 @@ fn run_in_snapshot(
     }
     let done = child::run(plan, args.len(), &offline::assignments(), &offline::env())?;
     if !done.success {
-        if done.interrupted && !done.output.contains("While:") {
+        if done.interrupted {
             bail!(
                 "{}: buildout was interrupted (exit {}); the tree was put back as it was before the run",
                 cfg.display(),
@@ -122,7 +122,13 @@ fn run_in_snapshot(
             diagnose::explain(&done.output)
         );
     }
-    refresh::after(root, before)
+    let start = std::time::Instant::now();
+    refresh::after(root, before)?;
+    println!(
+        "bbrun: freeze records refreshed in {:.2} s",
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 /// `-c FILE` from the arguments (relative to the working directory, as
