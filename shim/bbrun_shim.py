@@ -30,6 +30,9 @@ import sys
 _ENV_MAP = "BBRUN_PATHMAP"
 # Set by `bbrun buildout` for its buildout run and every process it starts.
 _ENV_KEEP_BUILT = "BBRUN_KEEP_BUILT"
+# Set by `bbrun buildout` when the tree was built in a virtualenv that is
+# gone and this interpreter is its base (or another compatible one).
+_ENV_HIDE_SITE = "BBRUN_HIDE_SITE"
 _SHIM_DIR = os.path.dirname(os.path.abspath(__file__))
 _pairs = None  # [(old, new)], longest old first
 
@@ -142,6 +145,27 @@ def _keep_built_extensions():
         sys.meta_path.insert(0, _Finder())
 
 
+def _hide_site_packages():
+    """Take this interpreter's own site-packages off sys.path, as the build
+    virtualenv had them off. Otherwise a buildout run on the base
+    interpreter resolves a recipe's requirements to whatever the target's
+    system has installed (a distribution's cffi, typing_extensions...),
+    the recipe's `__buildout_signature__` differs from the build's, and
+    zc.buildout reinstalls the part though nothing changed."""
+    import site
+
+    dirs = [os.path.realpath(d) for d in site.getsitepackages()]
+    user = getattr(site, "getusersitepackages", lambda: None)()
+    if user:
+        dirs.append(os.path.realpath(user))
+
+    def system(p):
+        real = os.path.realpath(p or ".")
+        return any(real == d or real.startswith(d + os.sep) for d in dirs)
+
+    sys.path[:] = [p for p in sys.path if not system(p)]
+
+
 def _up_to_date(cmd, ext):
     """(in-place module, build output) when the in-place module is newer
     than every source and dependency of `ext`, else None."""
@@ -205,6 +229,8 @@ def activate(pairs=None):
     _add_venv_site_packages(os.environ.get("BBRUN_VENV"))
     if os.environ.get(_ENV_KEEP_BUILT):
         _keep_built_extensions()
+    if os.environ.get(_ENV_HIDE_SITE):
+        _hide_site_packages()
     if not pairs:
         return
     _pairs = pairs

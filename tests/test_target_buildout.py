@@ -320,6 +320,10 @@ def test_zope_port_change_offline_and_failed_rerun_keeps_serving(frozen_zope, bb
     run([bbrun, "relocate", root])
     so_before = {k: v for k, v in native_hashes(root).items()}
     data = (root / "var" / "filestorage" / "Data.fs").read_bytes()
+    # Nothing changed but the place (and the interpreter: the build venv is
+    # gone): the instance is updated, not reinstalled.
+    out = run(offline([bbrun, "buildout", root]), cwd=root).stdout
+    assert "Updating instance." in out and "Installing instance." not in out, out
     port = free_port()
     set_port(root, port)
     proc = run(offline([bbrun, "buildout", root]), cwd=root)

@@ -107,7 +107,13 @@ fn run_in_snapshot(
     if needs_bootstrap(root, script, plan) {
         regenerate(root, script, plan)?;
     }
-    let done = child::run(plan, args.len(), &offline::assignments(), &offline::env())?;
+    let hide = offline::hide_site_packages(&FrozenTree::open(root)?.map, &plan.python);
+    let done = child::run(
+        plan,
+        args.len(),
+        &offline::assignments(),
+        &offline::env(hide),
+    )?;
     if !done.success {
         if done.interrupted {
             bail!(

@@ -18,11 +18,18 @@
 //!   run): `PIP_NO_INDEX=1`, and `PIP_NO_BUILD_ISOLATION=0`, which turns
 //!   build isolation *off* (pip reads the `no-` option's value inverted):
 //!   the setuptools already in the tree builds, none is fetched.
+//! - `BBRUN_HIDE_SITE=1` when the build ran in a virtualenv that is gone:
+//!   the interpreter's own site-packages are taken off `sys.path`, as the
+//!   venv had them off (else recipes resolve to the system's packages, their
+//!   signature differs and the part is reinstalled).
 //! - `BBRUN_KEEP_BUILT=1`: the shim reuses a develop egg's compiled
 //!   extension that is newer than its sources instead of compiling it again
 //!   (`bbrun_shim._keep_built_extensions`).
 
 use std::ffi::OsString;
+use std::path::Path;
+
+use crate::map::RelocationMap;
 
 /// The unmatchable host for `allow-hosts`.
 pub const NO_HOST: &str = "bbrun-offline.invalid";
@@ -36,9 +43,10 @@ pub fn assignments() -> Vec<OsString> {
     ]
 }
 
-/// Environment for buildout and every process it starts.
-pub fn env() -> Vec<(OsString, OsString)> {
-    [
+/// Environment for buildout and every process it starts. `hide_site`:
+/// see [`hide_site_packages`].
+pub fn env(hide_site: bool) -> Vec<(OsString, OsString)> {
+    let mut out: Vec<(OsString, OsString)> = [
         ("PIP_NO_INDEX", "1"),
         ("PIP_NO_BUILD_ISOLATION", "0"),
         ("PIP_DISABLE_PIP_VERSION_CHECK", "1"),
@@ -46,5 +54,17 @@ pub fn env() -> Vec<(OsString, OsString)> {
     ]
     .into_iter()
     .map(|(k, v)| (k.into(), v.into()))
-    .collect()
+    .collect();
+    if hide_site {
+        out.push(("BBRUN_HIDE_SITE".into(), "1".into()));
+    }
+    out
+}
+
+/// The tree was built with a virtualenv's python (freeze recorded its
+/// base interpreter as a candidate) and runs now on another one, typically
+/// that base: its system site-packages were not visible to the build's
+/// buildout and must not be to this one (`bbrun_shim._hide_site_packages`).
+pub fn hide_site_packages(map: &RelocationMap, python: &Path) -> bool {
+    !map.interpreter.candidates.is_empty() && Path::new(&map.interpreter.path) != python
 }
