@@ -301,6 +301,15 @@ def test_killed_rerun_is_put_back_by_the_next_launch(target_sample, bbrun, tmp_p
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
+    # Every process of the group gone (pip's too): until then the run's
+    # lock is held, and a launch leaves the tree alone.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
     assert seen[-1].startswith("Develop:"), "".join(seen)
     assert (c / ".bbrun" / "buildout-journal.toml").exists()
     assert state(c) != before  # half-changed

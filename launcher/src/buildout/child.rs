@@ -65,8 +65,9 @@ pub fn run(
     let mut child = cmd
         .spawn()
         .with_context(|| format!("{}: cannot execute", plan.python.display()))?;
-    // The pipe's write ends now live in the child only (the Command owned
-    // ours and was consumed by spawn's copies being dropped with it).
+    // The Command still holds our copies of the pipe's write ends: drop
+    // them, so the read below ends when the child (and whatever it started
+    // with the same output) has exited.
     drop(cmd);
     CHILD.store(child.id() as i32, Ordering::SeqCst);
     let saved = install_handlers();

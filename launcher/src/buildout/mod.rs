@@ -5,8 +5,10 @@
 //! `bbrun buildout ROOT [ARGS…]`, `bbrun bin/buildout ARGS…` and
 //! `./bin/buildout ARGS…` (after `bbrun shebang`) all come here:
 //! 1. lock the tree (`.bbrun/lock`), finish an interrupted earlier run;
-//! 2. relocate it if it was moved (as `bbrun relocate`), so `.installed.cfg`
-//!    compares equal and parts are updated, not rebuilt at the old paths;
+//! 2. `bbrun buildout ROOT`: relocate it if it was moved (as `bbrun
+//!    relocate`), so `.installed.cfg` compares equal and parts are updated,
+//!    not rebuilt at the old paths; `bin/buildout` refuses such a tree, as
+//!    it always did;
 //! 3. snapshot what buildout may change ([`snapshot`]);
 //! 4. if `bin/buildout` names an interpreter this machine lacks, regenerate
 //!    it (`buildout bootstrap`) for the one the launcher found;
@@ -69,7 +71,14 @@ pub fn run(root: &Path, script: &Path, args: &[OsString], moved: Moved) -> Resul
     let before = refresh::before(&tree);
     let plan = launch::plan(script, args)?;
 
-    let taken = snapshot::take(root)?;
+    let taken = match snapshot::take(root) {
+        Ok(t) => t,
+        Err(e) => {
+            // Nothing was run yet: drop the partial copy, keep the tree.
+            let _ = snapshot::repair(root);
+            return Err(e);
+        }
+    };
     println!(
         "bbrun: snapshot of {} file(s), {:.1} MiB, in {:.2} s ({} copied, {} hard-linked, {} reflinked); restored if this run fails",
         taken.stats.files,
@@ -104,7 +113,7 @@ fn run_in_snapshot(
     before: &refresh::Before,
 ) -> Result<()> {
     let cfg = config_file(root, args);
-    if needs_bootstrap(root, script, plan) {
+    if needs_regenerating(root, script, plan) {
         regenerate(root, script, plan)?;
     }
     let hide = offline::hide_site_packages(&FrozenTree::open(root)?.map, &plan.python);
@@ -154,7 +163,7 @@ fn config_file(root: &Path, args: &[OsString]) -> PathBuf {
 /// `bin/buildout`'s own interpreter (recorded by freeze, or line 1) does
 /// not exist here: the note's "special bootstrap" rewrites it for the
 /// interpreter the launcher chose.
-fn needs_bootstrap(root: &Path, script: &Path, plan: &LaunchPlan) -> bool {
+fn needs_regenerating(root: &Path, script: &Path, plan: &LaunchPlan) -> bool {
     let rel = script
         .strip_prefix(root)
         .map(|p| p.to_string_lossy().into_owned())
