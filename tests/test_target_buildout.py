@@ -397,3 +397,16 @@ def test_ctrl_c_restores(target_sample, bbrun, tmp_path):
     assert state(c) == before
     assert not (c / ".bbrun" / "buildout-journal.toml").exists()
     assert json.loads(run([bbrun, c / "bin" / "demo"]).stdout)["keys"] == ["a", "b"]
+
+
+def test_bbrun_buildout_writes_a_missing_bin_buildout(target_sample, bbrun, tmp_path):
+    c = copy_tree(target_sample["pristine"], tmp_path / "c")
+    run([bbrun, "relocate", c])
+    (c / "bin" / "buildout").unlink()
+    so_before = native_hashes(c)
+    proc = run(offline([bbrun, "buildout", c]), cwd=tmp_path)
+    out = proc.stdout + proc.stderr
+    assert "wrote %s/bin/buildout" % c in out, out
+    assert "Updating bbdemo." in out and "Updating bbext." in out, out
+    assert native_hashes(c) == so_before
+    assert "buildout version 6.0.1" in run([c / "bin" / "buildout", "--version"], cwd=c).stdout

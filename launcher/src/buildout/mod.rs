@@ -17,6 +17,7 @@
 //!    snapshot; on failure or interruption put the snapshot back and say in
 //!    one line what would need the network or a compiler ([`diagnose`]).
 
+pub mod bootstrap;
 pub mod child;
 pub mod clone;
 pub mod diagnose;
@@ -48,16 +49,17 @@ pub enum Moved {
 
 /// Run the buildout script `script` of the tree at `root` with `args`.
 pub fn run(root: &Path, script: &Path, args: &[OsString], moved: Moved) -> Result<i32> {
+    let here = root.to_string_lossy().into_owned();
+    // A refused run writes nothing, not even the lock file.
+    if moved == Moved::Refuse {
+        refuse_unrelocated(root, &here)?;
+    }
     let lock = lock::acquire(root)?;
     if snapshot::repair(root)? {
         eprintln!(
             "bbrun: {}: put back the tree as it was before an interrupted buildout run",
             root.display()
         );
-    }
-    let here = root.to_string_lossy().into_owned();
-    if moved == Moved::Refuse {
-        refuse_unrelocated(root, &here)?;
     }
     let moved = retarget::retarget(root, &here)?;
     if !moved.from.is_empty() {
@@ -69,7 +71,6 @@ pub fn run(root: &Path, script: &Path, args: &[OsString], moved: Moved) -> Resul
     }
     let tree = FrozenTree::open(root)?;
     let before = refresh::before(&tree);
-    let plan = launch::plan(script, args)?;
 
     let taken = match snapshot::take(root) {
         Ok(t) => t,
@@ -89,7 +90,7 @@ pub fn run(root: &Path, script: &Path, args: &[OsString], moved: Moved) -> Resul
         taken.stats.reflinked
     );
     lock::inherit(&lock);
-    let result = run_in_snapshot(root, script, &plan, args, &before);
+    let result = run_in_snapshot(root, script, args, &before);
     match result {
         Ok(()) => {
             snapshot::commit(root)?;
@@ -104,15 +105,18 @@ pub fn run(root: &Path, script: &Path, args: &[OsString], moved: Moved) -> Resul
     }
 }
 
-/// Steps 4-6 while the snapshot is armed; an error means restore.
+/// Steps 4-6 (and writing a missing `bin/buildout`) while the snapshot is armed; an error means restore.
 fn run_in_snapshot(
     root: &Path,
     script: &Path,
-    plan: &LaunchPlan,
     args: &[OsString],
     before: &refresh::Before,
 ) -> Result<()> {
     let cfg = config_file(root, args);
+    if !script.is_file() {
+        bootstrap::write(root, script)?;
+    }
+    let plan = &launch::plan(script, args)?;
     if needs_regenerating(root, script, plan) {
         regenerate(root, script, plan)?;
     }
@@ -233,10 +237,8 @@ pub fn script_of(tree: &FrozenTree) -> Result<PathBuf> {
     {
         return Ok(tree.root.join(&s.path));
     }
-    bail!(
-        "{}: missing, and no other script of this tree runs zc.buildout; copy bin/buildout from the build host (or ship the tree again)",
-        default.display()
-    )
+    // Written from the tree's zc.buildout inside the run (bootstrap).
+    Ok(default)
 }
 
 /// A launch found to be a buildout run (see [`LaunchPlan::buildout`]).
