@@ -58,12 +58,15 @@ pub fn plan(script: &Path, args: &[OsString]) -> Result<LaunchPlan> {
     };
     // The map says whether a script runs zc.buildout; only a script freeze
     // did not record is read to find out (it was read for its options
-    // already, and is rare).
-    let buildout = !is_read_only_buildout(args)
-        && match recorded {
-            Some(s) => s.buildout || rel == "bin/buildout",
-            None => rel == "bin/buildout" || runs_buildout(&abs),
-        };
+    // already, and is rare), or, for maps from before the flag, a recorded
+    // one in a tree still needing `bbrun relocate` (where running it
+    // unguarded would do damage at the old root).
+    let buildout = match recorded {
+        Some(s) => {
+            s.buildout || rel == "bin/buildout" || (needs_relocating(&tree) && runs_buildout(&abs))
+        }
+        None => rel == "bin/buildout" || runs_buildout(&abs),
+    } && !is_read_only_buildout(args);
 
     let mut cache = ProbeCache::load();
     let python = interp::find_compatible(&tree.root, &tree.map.interpreter, &mut cache)?;
@@ -172,7 +175,13 @@ fn is_read_only_buildout(args: &[OsString]) -> bool {
     })
 }
 
-/// An unrecorded script that calls zc.buildout's main (any name).
+/// `.installed.cfg` still names another root (cheap check first).
+fn needs_relocating(tree: &FrozenTree) -> bool {
+    tree.map.files_root() != tree.root.to_string_lossy()
+        && tree.root.join(".installed.cfg").exists()
+}
+
+/// A script that calls zc.buildout's main (any name), read from disk.
 fn runs_buildout(abs: &Path) -> bool {
     std::fs::read(abs)
         .map(|b| b.len() < 64 * 1024 && crate::freeze::scripts::runs_buildout(&b))
