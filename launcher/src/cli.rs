@@ -42,10 +42,13 @@ enum Command {
     Verify(commands::verify::Args),
     /// Rewrite recorded files for the tree's current location (after cp -a / rsync).
     Relocate(commands::relocate::Args),
+    /// Re-run zc.buildout in a frozen tree: offline, no compiler, restored if it fails.
+    Buildout(commands::buildout::Args),
 }
 
 const COMMANDS: &[&str] = &[
-    "freeze", "run", "shebang", "check", "pack", "install", "verify", "relocate", "help",
+    "freeze", "run", "shebang", "check", "pack", "install", "verify", "relocate", "buildout",
+    "help",
 ];
 
 /// Entry point; returns the process exit code.
@@ -66,6 +69,7 @@ pub fn main() -> i32 {
         Command::Install(a) => commands::install::run(a),
         Command::Verify(a) => commands::verify::run(a),
         Command::Relocate(a) => commands::relocate::run(a),
+        Command::Buildout(a) => commands::buildout::run(a),
     })
 }
 

@@ -405,7 +405,7 @@ fn is_restorable(path: &Path) -> bool {
 /// `remove_dir_all` that also copes with read-only directories (an
 /// archive may hold some; unprivileged users cannot empty them as they
 /// are). Symlinks are removed, never followed.
-fn remove_tree(path: &Path) -> std::io::Result<()> {
+pub(crate) fn remove_tree(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     if fs::remove_dir_all(path).is_ok() {
         return Ok(());

@@ -22,6 +22,11 @@ pub struct LaunchPlan {
     pub argv: Vec<OsString>,
     /// Environment variables to set (the rest is inherited).
     pub env: Vec<(OsString, OsString)>,
+    /// The tree's root, as reached.
+    pub root: PathBuf,
+    /// A zc.buildout run that may change the tree: the caller runs it
+    /// through [`crate::buildout`] (offline, transactional), not exec.
+    pub buildout: bool,
 }
 
 /// Plan the launch of `script` (as typed by the user or passed by the
@@ -46,14 +51,22 @@ pub fn plan(script: &Path, args: &[OsString]) -> Result<LaunchPlan> {
         .strip_prefix(&tree.root)
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_default();
-    if !is_read_only_buildout(args) {
-        refuse_unrelocated_buildout(&tree, &abs, &rel)?;
-    }
-
-    let options = match tree.map.script(&rel) {
+    let recorded = tree.map.script(&rel);
+    let options = match recorded {
         Some(s) => s.options.clone(),
         None => unrecorded_script_options(&abs)?,
     };
+    // The map says whether a script runs zc.buildout; only a script freeze
+    // did not record is read to find out (it was read for its options
+    // already, and is rare), or, for maps from before the flag, a recorded
+    // one in a tree still needing `bbrun relocate` (where running it
+    // unguarded would do damage at the old root).
+    let buildout = match recorded {
+        Some(s) => {
+            s.buildout || rel == "bin/buildout" || (needs_relocating(&tree) && runs_buildout(&abs))
+        }
+        None => rel == "bin/buildout" || runs_buildout(&abs),
+    } && !is_read_only_buildout(args);
 
     let mut cache = ProbeCache::load();
     let python = interp::find_compatible(&tree.root, &tree.map.interpreter, &mut cache)?;
@@ -88,7 +101,13 @@ pub fn plan(script: &Path, args: &[OsString]) -> Result<LaunchPlan> {
     if tree.root.join("pyvenv.cfg").is_file() {
         env.push(("BBRUN_VENV".into(), tree.root.clone().into()));
     }
-    Ok(LaunchPlan { python, argv, env })
+    Ok(LaunchPlan {
+        python,
+        argv,
+        env,
+        root: tree.root,
+        buildout,
+    })
 }
 
 /// Interpreter options for a script freeze did not record (added to the
@@ -134,24 +153,6 @@ fn cstring(s: &std::ffi::OsStr) -> Result<CString> {
     CString::new(s.as_bytes()).context("argument contains a NUL byte")
 }
 
-/// zc.buildout re-run where `.installed.cfg` names another root would
-/// uninstall the parts at the old paths (deleting a copy that still lives
-/// there) and rebuild everything. Refuse until `bbrun relocate` rewrote it.
-fn refuse_unrelocated_buildout(tree: &FrozenTree, abs: &Path, rel: &str) -> Result<()> {
-    // The cheap checks first: the script is read only in a tree that still
-    // needs relocating.
-    let here = tree.root.to_string_lossy();
-    let files_root = tree.map.files_root();
-    let installed = tree.root.join(".installed.cfg");
-    if files_root != here && installed.exists() && is_buildout_script(abs, rel) {
-        bail!(
-            "{}: names the tree's old root {files_root}; a buildout run now would uninstall parts there and rebuild them here. Run `bbrun relocate {here}` first",
-            installed.display()
-        );
-    }
-    Ok(())
-}
-
 fn not_in_tree(script: &Path) -> anyhow::Error {
     anyhow::anyhow!(
         "{}: not inside a frozen tree (no .bbrun/map.toml in any parent directory); run `bbrun freeze ROOT` on the tree first",
@@ -170,12 +171,15 @@ fn is_read_only_buildout(args: &[OsString]) -> bool {
     })
 }
 
-fn is_buildout_script(abs: &Path, rel: &str) -> bool {
-    if rel == "bin/buildout" {
-        return true;
-    }
-    // Any other name that runs zc.buildout's main.
+/// `.installed.cfg` still names another root (cheap check first).
+fn needs_relocating(tree: &FrozenTree) -> bool {
+    tree.map.files_root() != tree.root.to_string_lossy()
+        && tree.root.join(".installed.cfg").exists()
+}
+
+/// A script that calls zc.buildout's main (any name), read from disk.
+fn runs_buildout(abs: &Path) -> bool {
     std::fs::read(abs)
-        .map(|b| b.len() < 64 * 1024 && fsutil::find(&b, b"zc.buildout.buildout.main()").is_some())
+        .map(|b| b.len() < 64 * 1024 && crate::freeze::scripts::runs_buildout(&b))
         .unwrap_or(false)
 }

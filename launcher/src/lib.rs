@@ -6,6 +6,7 @@
 //! the [`shim`], [`interp`] finds a compatible interpreter, [`shebang`]
 //! points script first lines at the launcher.
 
+pub mod buildout;
 pub mod bundle;
 pub mod check;
 pub mod cli;

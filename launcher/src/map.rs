@@ -95,6 +95,16 @@ pub struct Script {
     pub options: Vec<String>,
     /// sha256 of everything after the first line.
     pub body_sha256: String,
+    /// The script runs zc.buildout (`bin/buildout`, or any script calling
+    /// `zc.buildout.buildout.main()`): the launcher runs it through the
+    /// transactional offline re-run instead of exec. Recorded at freeze so
+    /// the launcher never reads a script to find out.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub buildout: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -302,6 +312,7 @@ mod tests {
                 shebang: "#!/venv/bin/python3".into(),
                 options: vec![],
                 body_sha256: "00".into(),
+                buildout: false,
             }],
             prefixes: vec![],
         }

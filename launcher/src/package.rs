@@ -204,6 +204,7 @@ mod tests {
                 shebang: "#!/build/venv/bin/python3 -s".into(),
                 options: vec!["-s".into()],
                 body_sha256: String::new(),
+                buildout: false,
             }],
             prefixes: vec![],
         };

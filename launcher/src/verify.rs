@@ -178,6 +178,11 @@ pub fn classify(
                 path,
                 reason: "bytecode cache written by Python at run time",
             });
+        } else if path == state_file("lock") {
+            report.expected.push(Expected {
+                path,
+                reason: "lock file of `bbrun buildout` runs",
+            });
         } else {
             report.added.push(path);
         }

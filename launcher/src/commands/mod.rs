@@ -1,5 +1,6 @@
 //! One module per subcommand: its clap arguments and its `run`.
 
+pub mod buildout;
 pub mod check;
 pub mod freeze;
 pub mod install;

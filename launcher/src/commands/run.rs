@@ -1,7 +1,7 @@
 //! `bbrun run SCRIPT [ARGS...]` and the short form `bbrun SCRIPT [ARGS...]`.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
@@ -35,12 +35,26 @@ pub fn run(args: Args) -> Result<i32> {
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
         println!("{}", words.join(" "));
+        if plan.buildout {
+            println!("# a buildout run: bbrun runs it as a child, offline, with a snapshot (bbrun buildout)");
+        }
         return Ok(0);
     }
-    launch::exec(plan)
+    launch_or_buildout(plan, &args.script, &args.args)
 }
 
 /// The short form, and the shebang form (`#!/usr/bin/env bbrun`).
 pub fn run_script(script: PathBuf, args: Vec<OsString>) -> Result<i32> {
-    launch::exec(launch::plan(&script, &args)?)
+    launch_or_buildout(launch::plan(&script, &args)?, &script, &args)
+}
+
+/// Exec the script, unless it is a buildout run that may change the tree
+/// (offline and transactional, as a child). Either way, a tree left
+/// half-changed by a killed buildout run is put back first.
+fn launch_or_buildout(plan: launch::LaunchPlan, script: &Path, args: &[OsString]) -> Result<i32> {
+    if plan.buildout {
+        return crate::buildout::run_planned(plan, script, args);
+    }
+    crate::buildout::repair_before_launch(&plan.root)?;
+    launch::exec(plan)
 }

@@ -70,6 +70,7 @@ pub fn find(root: &Path, previous: Option<&RelocationMap>) -> Result<Vec<FoundSc
                     shebang: line,
                     options,
                     body_sha256: crate::fsutil::sha256_hex(body),
+                    buildout: runs_buildout(body),
                 },
                 sys_path,
                 other_paths,
@@ -77,6 +78,12 @@ pub fn find(root: &Path, previous: Option<&RelocationMap>) -> Result<Vec<FoundSc
         }
     }
     Ok(out)
+}
+
+/// Whether a script body runs zc.buildout's command line (buildout's own
+/// script generator writes exactly this call).
+pub fn runs_buildout(body: &[u8]) -> bool {
+    crate::fsutil::find(body, b"zc.buildout.buildout.main(").is_some()
 }
 
 /// Absolute path literals in a script body, split into those inside a

@@ -1,0 +1,31 @@
+//! `bbrun buildout ROOT [ARGS…]`: re-run zc.buildout in a frozen tree at
+//! its target, offline and compiler-less, all-or-nothing (see
+//! [`crate::buildout`]). ARGS go to buildout (`-c other.cfg`,
+//! `install part`, `section:option=value`); buildout runs in ROOT.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+
+use crate::tree::FrozenTree;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The frozen tree (holding .bbrun/map.toml and buildout.cfg).
+    pub root: PathBuf,
+    /// Arguments for buildout, passed through.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<OsString>,
+}
+
+pub fn run(args: Args) -> Result<i32> {
+    let root = crate::fsutil::absolute_lexical(&args.root)?;
+    let tree = FrozenTree::open(&root)?;
+    let script = crate::buildout::script_of(&tree)?;
+    // Buildout reads buildout.cfg (and a relative `-c FILE`) from its
+    // working directory, as `cd ROOT && bin/buildout` would.
+    std::env::set_current_dir(&root)
+        .with_context(|| format!("{}: cannot change into it", root.display()))?;
+    crate::buildout::run(&root, &script, &args.args, crate::buildout::Moved::Relocate)
+}
