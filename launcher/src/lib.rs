@@ -6,6 +6,7 @@
 //! the [`shim`], [`interp`] finds a compatible interpreter, [`shebang`]
 //! points script first lines at the launcher.
 
+pub mod autorelocate;
 pub mod bundle;
 pub mod check;
 pub mod cli;
@@ -16,10 +17,12 @@ pub mod fsutil;
 pub mod install;
 pub mod interp;
 pub mod launch;
+pub mod launch_view;
 pub mod map;
 pub mod native;
 pub mod package;
 pub mod pymodule;
+pub mod pyview;
 pub mod relocate;
 pub mod retarget;
 pub mod shebang;

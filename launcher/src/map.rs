@@ -82,6 +82,13 @@ pub struct Interpreter {
     /// relative to the root; used first when present.
     #[serde(default)]
     pub bundled: Option<String>,
+    /// The build interpreter's site dirs as it ran the scripts (a venv's
+    /// site-packages; the base's own when built without a venv). On a
+    /// fallback interpreter the launcher hides the base's site dirs and the
+    /// shim adds exactly these (mapped), `.pth` included. Absent in maps
+    /// from before it was recorded: the fallback then runs as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site_dirs: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -289,6 +296,7 @@ mod tests {
                 platform: "linux-x86_64".into(),
                 candidates: vec![],
                 bundled: None,
+                site_dirs: None,
             },
             scripts: vec![Script {
                 path: "bin/app".into(),

@@ -198,6 +198,7 @@ mod tests {
                 platform: "linux-x86_64".into(),
                 candidates: vec![],
                 bundled: None,
+                site_dirs: None,
             },
             scripts: vec![Script {
                 path: "bin/app".into(),

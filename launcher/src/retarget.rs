@@ -235,6 +235,7 @@ mod tests {
                 platform: "p".into(),
                 candidates: vec![],
                 bundled: None,
+                site_dirs: None,
             },
             scripts: vec![],
             prefixes: vec![],

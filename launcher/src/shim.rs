@@ -27,8 +27,25 @@ pub const FILES: [(&str, &str); 2] = [
 pub fn boot_code(shim_dir: &Path) -> String {
     format!(
         "import sys; sys.path.insert(0, {}); import bbrun_shim; bbrun_shim.run_main()",
-        python_str_literal(&shim_dir.to_string_lossy())
+        python_path_literal(shim_dir)
     )
+}
+
+/// A Python expression for `path` that keeps every byte: a plain literal
+/// when it is UTF-8, else `os.fsdecode(b'...')` (the surrogate-escaped
+/// string Python itself uses for such a path).
+fn python_path_literal(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    if let Some(s) = path.to_str() {
+        return python_str_literal(s);
+    }
+    let bytes: String = path
+        .as_os_str()
+        .as_bytes()
+        .iter()
+        .map(|b| format!("\\x{b:02x}"))
+        .collect();
+    format!("__import__('os').fsdecode(b'{bytes}')")
 }
 
 /// `ROOT/.bbrun/shim`.

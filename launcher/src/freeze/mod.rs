@@ -67,7 +67,7 @@ pub fn freeze(root_arg: &Path, opts: &FreezeOptions) -> Result<FreezeReport> {
         None
     };
 
-    let found = scripts::find(&root, previous.as_ref())?;
+    let mut found = scripts::find(&root, previous.as_ref())?;
     if found.is_empty() && previous.is_none() {
         bail!(
             "{}: no Python scripts in bin/; is this a built buildout or virtualenv?",
@@ -80,6 +80,22 @@ pub fn freeze(root_arg: &Path, opts: &FreezeOptions) -> Result<FreezeReport> {
         None => new_map(&root_s, &root_real_s, &found, opts)?,
     };
     map.bbrun_version = env!("CARGO_PKG_VERSION").to_string();
+    {
+        let mut roots: Vec<String> = map.old_roots().iter().map(|s| s.to_string()).collect();
+        roots.push(root_s.clone());
+        roots.push(root_real_s.clone());
+        let mut needles = roots.clone();
+        needles.extend(map.prefixes.iter().map(|p| p.original.clone()));
+        let known: HashSet<String> = found.iter().map(|f| f.script.path.clone()).collect();
+        found.extend(scripts::find_generated(
+            &root,
+            &map.interpreter.path,
+            &roots,
+            &needles,
+            previous.as_ref(),
+            &known,
+        )?);
+    }
     map.scripts = found.iter().map(|f| f.script.clone()).collect();
 
     // Everything the tree knows as "inside": the current root and every
@@ -93,6 +109,9 @@ pub fn freeze(root_arg: &Path, opts: &FreezeOptions) -> Result<FreezeReport> {
             .any(|r| fsutil::relative_inside(p, r).is_some())
     };
 
+    if map.interpreter.site_dirs.is_none() {
+        map.interpreter.site_dirs = build_site_dirs(&map.interpreter);
+    }
     let stdlib = interpreter_stdlib(&map.interpreter);
     let mut external: Vec<String> = Vec::new();
     let mut outside_literals: Vec<String> = Vec::new();
@@ -107,6 +126,17 @@ pub fn freeze(root_arg: &Path, opts: &FreezeOptions) -> Result<FreezeReport> {
             }
         }
         outside_literals.extend(f.other_paths.iter().filter(|p| !is_inside(p)).cloned());
+    }
+    // The build venv's site-packages was on every script's sys.path in
+    // place (site added it): it goes with the tree, like a prefix a script
+    // names. A base interpreter's own site dirs stay where they are.
+    if let Some(venv) = venv_prefix(&map.interpreter.path) {
+        for d in map.interpreter.site_dirs.iter().flatten() {
+            if !is_inside(d) && fsutil::relative_inside(d, &venv).is_some() && Path::new(d).is_dir()
+            {
+                external.push(d.clone());
+            }
+        }
     }
     external.extend(
         develop_egg_links(&root)
@@ -243,6 +273,7 @@ fn new_map(
             platform: probe.platform,
             candidates,
             bundled: None,
+            site_dirs: None,
         },
         scripts: vec![],
         prefixes: vec![],
@@ -278,6 +309,32 @@ fn interpreter_stdlib(want: &Interpreter) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The site dirs the build interpreter put on `sys.path` when it ran the
+/// scripts (site-packages, the user site if enabled); `None` if it cannot
+/// say (then a fallback interpreter runs as it is).
+fn build_site_dirs(want: &Interpreter) -> Option<Vec<String>> {
+    let code = "import json, site, sys\n\
+d = site.getsitepackages() + ([site.getusersitepackages()] if site.ENABLE_USER_SITE else [])\n\
+print(json.dumps([p for p in d if p in sys.path]))";
+    let out = std::process::Command::new(&want.path)
+        .args(["-c", code])
+        .env_remove("PYTHONPATH")
+        .env_remove("PYTHONHOME")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// The prefix of the virtualenv `python` belongs to, if it is a venv's.
+fn venv_prefix(python: &str) -> Option<String> {
+    let prefix = Path::new(python).parent()?.parent()?;
+    prefix
+        .join("pyvenv.cfg")
+        .is_file()
+        .then(|| prefix.to_string_lossy().into_owned())
 }
 
 /// Targets of `develop-eggs/*.egg-link` files (first line: the project dir).
