@@ -68,6 +68,12 @@ pub fn install(
     let archive = fsutil::absolute_lexical(archive)?;
     unpack::detect(&archive)?;
     let dest = fsutil::absolute_lexical(dest)?;
+    if dest.to_str().is_none() {
+        bail!(
+            "{}: this path is not UTF-8 text, which the relocation map (TOML) cannot record; install at a path that is UTF-8",
+            dest.display()
+        );
+    }
     let (parent, name) = match (dest.parent(), dest.file_name()) {
         (Some(p), Some(n)) => (p.to_path_buf(), n.to_string_lossy().into_owned()),
         _ => bail!("{}: cannot install at the filesystem root", dest.display()),
