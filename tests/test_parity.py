@@ -277,3 +277,98 @@ def test_venv_interpreter_runs_with_the_trees_mapping(venv_tree, bbrun, tmp_path
     for name in ("python", "python%d.%d" % sys.version_info[:2]):
         lines = run([bbrun, y / "venv" / "bin" / name, "-c", code]).stdout.splitlines()
         assert lines == [str(y / "venv"), str(y / "etc")]
+
+
+# --- 7. the Zope 5 application server ---------------------------------------
+
+
+def server_files(proc, tree_parent):
+    """Paths of files open in the server's process group that lie under
+    `tree_parent` (read from /proc while it runs)."""
+    out = set()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            if os.getpgid(int(pid)) != proc.pid:
+                continue
+            for fd in os.listdir("/proc/%s/fd" % pid):
+                target = os.readlink("/proc/%s/fd/%s" % (pid, fd))
+                if target.startswith(str(tree_parent) + "/"):
+                    out.add(target)
+        except OSError:
+            continue
+    return out
+
+
+def set_listen_port(root, port):
+    """Give a copy its own port (as its owner would, in the generated
+    wsgi.ini), so it can serve beside the original."""
+    ini = root / "parts" / "instance" / "etc" / "wsgi.ini"
+    text = ini.read_text()
+    old = [w for w in text.split() if w.startswith("127.0.0.1:")]
+    assert old, text
+    ini.write_text(text.replace(old[0], "127.0.0.1:%d" % port))
+
+
+def test_zope_after_plain_mv_serves_on_its_own_var(frozen_zope, bbrun, tmp_path):
+    from appserver import add_folder, has_object, start_instance, stop_instance
+
+    x = copy_tree(frozen_zope["pristine"], tmp_path / "x")
+    y = tmp_path / "moved" / "y"
+    y.parent.mkdir()
+    os.rename(x, y)
+    data_fs = y / "var" / "filestorage" / "Data.fs"
+    size = data_fs.stat().st_size
+    pristine_fs = frozen_zope["pristine"] / "var" / "filestorage" / "Data.fs"
+    pristine = (pristine_fs.stat().st_size, pristine_fs.stat().st_mtime_ns)
+    port = frozen_zope["port"]
+    server = start_instance([bbrun, y / "bin" / "instance", "fg"], y, port)
+    try:
+        assert has_object(port, frozen_zope["seed"])
+        add_folder(port, "after-mv")
+        opened = server_files(server, tmp_path)
+        assert opened and all(under(p, y) for p in opened), opened
+    finally:
+        log = stop_instance(server)
+    assert data_fs.stat().st_size > size, log
+    assert (pristine_fs.stat().st_size, pristine_fs.stat().st_mtime_ns) == pristine
+    assert str(y) in (y / "parts" / "instance" / "etc" / "zope.conf").read_text()
+
+
+def test_zope_copy_beside_the_running_original_uses_only_its_own_var(frozen_zope, bbrun, tmp_path):
+    from appserver import add_folder, free_port, has_object, start_instance, stop_instance
+
+    p = copy_tree(frozen_zope["pristine"], tmp_path / "p")
+    p_port = frozen_zope["port"]
+    original = start_instance([bbrun, p / "bin" / "instance", "fg"], p, p_port)
+    copy = None
+    try:
+        add_folder(p_port, "in-p-before-copy")
+        q = copy_tree(p, tmp_path / "q")
+        q_port = free_port()
+        set_listen_port(q, q_port)
+        q_fs = q / "var" / "filestorage" / "Data.fs"
+        p_fs = p / "var" / "filestorage" / "Data.fs"
+        q_size = q_fs.stat().st_size
+        copy = start_instance([bbrun, q / "bin" / "instance", "fg"], q, q_port)
+        add_folder(q_port, "in-q")
+        add_folder(p_port, "in-p")
+        assert has_object(q_port, "in-q") and not has_object(q_port, "in-p")
+        assert has_object(p_port, "in-p") and not has_object(p_port, "in-q")
+        q_open = server_files(copy, tmp_path)
+        p_open = server_files(original, tmp_path)
+        assert q_open and all(under(f, q) for f in q_open), q_open
+        assert p_open and all(under(f, p) for f in p_open), p_open
+        assert str(q / "var" / "filestorage" / "Data.fs") in q_open
+        p_size = p_fs.stat().st_size
+    finally:
+        if copy is not None:
+            stop_instance(copy)
+        stop_instance(original)
+    assert q_fs.stat().st_size > q_size
+    assert p_fs.stat().st_size >= p_size
+    # Each instance's config names only its own var/.
+    for root in (p, q):
+        conf = (root / "parts" / "instance" / "etc" / "zope.conf").read_text()
+        assert str(root) + "/var" in conf and str(p if root == q else q) + "/" not in conf
