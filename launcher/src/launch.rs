@@ -92,7 +92,7 @@ pub fn plan(script: &Path, args: &[OsString]) -> Result<LaunchPlan> {
         }
     }
     let mut env: Vec<(OsString, OsString)> = vec![
-        ("BBRUN_PATHMAP".into(), pathmap.into()),
+        ("BBRUN_PATHMAP".into(), pathmap),
         ("BBRUN_ROOT".into(), tree.root.clone().into()),
         ("PYTHONPATH".into(), pythonpath),
     ];
