@@ -343,22 +343,32 @@ def test_frozen_sample_packed_and_installed(frozen_sample, bbrun, tmp_path, fmt)
     assert run([bbrun, "verify", dest]).returncode == 0
 
 
-def test_virtualenv_needs_allow_external_symlinks(bbrun, dists, tmp_path):
-    """A frozen venv links bin/python3 to the system interpreter: refused by
-    default, kept with --allow-external-symlinks, and its scripts run."""
+def test_virtualenv_interpreter_links_repointed_at_install(bbrun, dists, tmp_path):
+    """A frozen venv links bin/python3 to the system interpreter: freeze
+    records those links and install re-points them at a compatible
+    interpreter here, with no flag. Any other link out of the tree is still
+    refused by default, and kept with --allow-external-symlinks."""
     venv = tmp_path / "venv"
     make_venv(venv, dists, packages=("zope.interface",))
     run([bbrun, "freeze", venv])
+    os.symlink("/etc", venv / "stray")
     arch = tmp_path / "venv.tar.zst"
     run([bbrun, "pack", venv, "--format", "tar.zst", "-o", arch])
     dest = tmp_path / "deployed-venv"
     proc = run([bbrun, "install", arch, dest], check=False)
-    assert proc.returncode == 2 and "--allow-external-symlinks" in proc.stderr
+    assert proc.returncode == 2 and "stray" in proc.stderr and "--allow-external-symlinks" in proc.stderr
     assert not dest.exists()
     out = json.loads(run([bbrun, "install", "--json", "--allow-external-symlinks", arch, dest]).stdout)
+    assert any(s.startswith("stray -> /etc") for s in out["external_symlinks"]), out
+    shutil.rmtree(dest)
+
+    (venv / "stray").unlink()
+    run([bbrun, "pack", venv, "--format", "tar.zst", "-o", arch])
+    out = json.loads(run([bbrun, "install", "--json", arch, dest]).stdout)
     outward = [s for s in out["external_symlinks"] if " -> /" in s]
     assert outward and all(s.startswith("bin/python") for s in outward), out
-    assert os.readlink(dest / outward[0].split(" -> ")[0]).startswith("/")
+    target = os.readlink(dest / outward[0].split(" -> ")[0])
+    assert target.startswith("/") and os.path.exists(target)
     pip = run([dest / "bin" / "pip", "--version"]).stdout
     assert str(dest) + "/lib/" in pip
     assert run([bbrun, "verify", dest]).returncode == 0

@@ -279,6 +279,20 @@ def test_venv_interpreter_runs_with_the_trees_mapping(venv_tree, bbrun, tmp_path
         assert lines == [str(y / "venv"), str(y / "etc")]
 
 
+def test_venv_in_the_tree_installs_with_no_flag(venv_tree, bbrun, tmp_path):
+    arch = tmp_path / "site.tar.zst"
+    run([bbrun, "pack", venv_tree, "--format", "tar.zst", "-o", arch])
+    dest = tmp_path / "deployed"
+    run([bbrun, "install", arch, dest])
+    exe = dest / "venv" / "bin" / ("python%d.%d" % sys.version_info[:2])
+    assert os.path.exists(os.path.realpath(exe))
+    assert run([bbrun, "verify", dest]).returncode == 0
+    out = writer(bbrun, dest)
+    assert out["executable"] == str(dest / "venv" / "bin" / "python")
+    assert out["prefix"] == str(dest / "venv")
+    assert out["data"] == str(dest / "var" / "data.txt")
+
+
 # --- 7. the Zope 5 application server ---------------------------------------
 
 

@@ -112,9 +112,11 @@ fn stage(
 ) -> Result<InstallReport> {
     let unpack_opts = unpack::UnpackOptions {
         allow_external_symlinks: opts.allow_external_symlinks,
+        skip_external_symlinks: true,
     };
     let unpacked = unpack::unpack_with(archive, staging, unpack_opts, progress)?;
-    let external = unpacked.external_symlinks;
+    let mut external = unpacked.external_symlinks;
+    let skipped = unpacked.skipped_symlinks;
     let unpacked = unpacked.manifest;
     check_against_manifest(archive, staging, &unpacked)?;
     // Everything install writes from here on lives in .bbrun/ or is a
@@ -136,6 +138,10 @@ fn stage(
             map::MAP_FILE
         );
     }
+    let frozen = map::load(&map::map_path(staging))?;
+    external.extend(crate::install_links::repoint(
+        archive, staging, &skipped, &frozen,
+    )?);
     let dest_s = dest.to_string_lossy().into_owned();
     let retargeted = retarget::retarget(staging, &dest_s)?;
     let tree = FrozenTree::open(staging)?;

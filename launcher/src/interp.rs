@@ -302,6 +302,7 @@ mod tests {
             candidates: vec![],
             bundled: None,
             site_dirs: None,
+            links: vec![],
         }
     }
 

@@ -15,6 +15,7 @@ pub mod elfwalk;
 pub mod freeze;
 pub mod fsutil;
 pub mod install;
+pub mod install_links;
 pub mod interp;
 pub mod launch;
 pub mod launch_view;

@@ -89,6 +89,13 @@ pub struct Interpreter {
     /// from before it was recorded: the fallback then runs as it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub site_dirs: Option<Vec<String>>,
+    /// A virtualenv's interpreter links inside the tree (`venv/bin/python3`
+    /// -> `/usr/bin/python3.11`), relative to the root. They lead out of
+    /// the tree, so `bbrun install` does not unpack them as they are: it
+    /// re-points them at a compatible interpreter of the target (and the
+    /// venv's `pyvenv.cfg` `home` with them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -297,6 +304,7 @@ mod tests {
                 candidates: vec![],
                 bundled: None,
                 site_dirs: None,
+                links: vec![],
             },
             scripts: vec![Script {
                 path: "bin/app".into(),

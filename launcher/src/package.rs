@@ -199,6 +199,7 @@ mod tests {
                 candidates: vec![],
                 bundled: None,
                 site_dirs: None,
+                links: vec![],
             },
             scripts: vec![Script {
                 path: "bin/app".into(),

@@ -236,6 +236,7 @@ mod tests {
                 candidates: vec![],
                 bundled: None,
                 site_dirs: None,
+                links: vec![],
             },
             scripts: vec![],
             prefixes: vec![],

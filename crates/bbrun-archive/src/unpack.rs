@@ -86,6 +86,11 @@ pub struct UnpackOptions {
     /// them: entries below any symlink stay refused, and symlinks are
     /// created after every other write.
     pub allow_external_symlinks: bool,
+    /// Leave symlinks that point outside DEST uncreated and report them
+    /// (`Unpacked::skipped_symlinks`) instead of refusing the archive: the
+    /// caller decides (a virtualenv's interpreter link is re-pointed at an
+    /// interpreter of this machine). Ignored with `allow_external_symlinks`.
+    pub skip_external_symlinks: bool,
 }
 
 /// What [`unpack_with`] wrote.
@@ -94,6 +99,9 @@ pub struct Unpacked {
     pub manifest: Manifest,
     /// Symlinks kept although they point outside DEST: (path, target).
     pub external_symlinks: Vec<(String, String)>,
+    /// Symlinks out of DEST left uncreated (`skip_external_symlinks`):
+    /// (path, target).
+    pub skipped_symlinks: Vec<(String, String)>,
 }
 
 /// Unpack `archive` into `dest`, an existing empty directory, refusing
@@ -438,11 +446,15 @@ impl<'a> Unpacker<'a> {
             .map(|(p, t)| (p.as_str(), t.as_str()))
             .collect();
         let mut external = Vec::new();
+        let mut skipped: Vec<(String, String)> = Vec::new();
         for (path, target) in &self.symlinks {
             match resolve_inside(path, target, &table) {
                 Ok(()) => {}
                 Err(Escape::Outside(_)) if opts.allow_external_symlinks => {
                     external.push((path.clone(), target.clone()));
+                }
+                Err(Escape::Outside(_)) if opts.skip_external_symlinks => {
+                    skipped.push((path.clone(), target.clone()));
                 }
                 Err(Escape::Outside(why)) => {
                     return Err(self.err(
@@ -467,6 +479,9 @@ impl<'a> Unpacker<'a> {
             .collect();
         dirs.sort_by(|a, b| b.path.cmp(&a.path));
         for (path, target) in &self.symlinks {
+            if skipped.iter().any(|(p, _)| p == path) {
+                continue;
+            }
             std::os::unix::fs::symlink(target, self.dest.join(path))
                 .map_err(|e| self.err(path, format!("cannot create symlink: {e}")))?;
         }
@@ -480,6 +495,7 @@ impl<'a> Unpacker<'a> {
         Ok(Unpacked {
             manifest: Manifest::from_entries(entries),
             external_symlinks: external,
+            skipped_symlinks: skipped,
         })
     }
 }

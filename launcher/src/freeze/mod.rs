@@ -112,6 +112,7 @@ pub fn freeze(root_arg: &Path, opts: &FreezeOptions) -> Result<FreezeReport> {
     if map.interpreter.site_dirs.is_none() {
         map.interpreter.site_dirs = build_site_dirs(&map.interpreter);
     }
+    map.interpreter.links = venv_links(&root);
     let stdlib = interpreter_stdlib(&map.interpreter);
     let mut external: Vec<String> = Vec::new();
     let mut outside_literals: Vec<String> = Vec::new();
@@ -274,6 +275,7 @@ fn new_map(
             candidates,
             bundled: None,
             site_dirs: None,
+            links: vec![],
         },
         scripts: vec![],
         prefixes: vec![],
@@ -326,6 +328,39 @@ print(json.dumps([p for p in d if p in sys.path]))";
         .ok()
         .filter(|o| o.status.success())?;
     serde_json::from_slice(&out.stdout).ok()
+}
+
+/// The interpreter links of the virtualenvs in the tree (the root itself,
+/// or a directory right below it, as Plone 6's `ROOT/venv`): every
+/// `bin/python*` symlink, relative ones too (they lead out through the
+/// absolute one).
+fn venv_links(root: &Path) -> Vec<String> {
+    let mut venvs = vec![root.to_path_buf()];
+    if let Ok(entries) = std::fs::read_dir(root) {
+        venvs.extend(
+            entries
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_name() != map::STATE_DIR)
+                .map(|e| e.path()),
+        );
+    }
+    let mut out = Vec::new();
+    for venv in venvs.iter().filter(|v| v.join("pyvenv.cfg").is_file()) {
+        let Ok(entries) = std::fs::read_dir(venv.join("bin")) else {
+            continue;
+        };
+        for e in entries.filter_map(|e| e.ok()) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let is_link = e.file_type().is_ok_and(|t| t.is_symlink());
+            if is_link && (name.starts_with("python") || name.starts_with("pypy")) {
+                if let Ok(rel) = e.path().strip_prefix(root) {
+                    out.push(rel.to_string_lossy().into_owned());
+                }
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 /// The prefix of the virtualenv `python` belongs to, if it is a venv's.
