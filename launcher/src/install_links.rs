@@ -124,3 +124,24 @@ fn set_home(cfg: &Path, home: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn home_is_set_and_other_lines_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = d.path().join("pyvenv.cfg");
+        std::fs::write(
+            &cfg,
+            "home = /build/bin\ninclude-system-site-packages = false\nversion = 3.11.7\n",
+        )
+        .unwrap();
+        set_home(&cfg, Path::new("/usr/bin")).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&cfg).unwrap(),
+            "home = /usr/bin\ninclude-system-site-packages = false\nversion = 3.11.7\n"
+        );
+    }
+}

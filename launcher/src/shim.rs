@@ -186,3 +186,19 @@ mod tests {
         assert!(!is_current(d.path()));
     }
 }
+
+#[cfg(test)]
+mod path_literal_tests {
+    use super::*;
+    use std::os::unix::ffi::OsStrExt;
+
+    #[test]
+    fn non_utf8_path_survives_as_fsdecode_of_bytes() {
+        let p = Path::new(std::ffi::OsStr::from_bytes(b"/t/caf\xe9"));
+        assert_eq!(
+            python_path_literal(p),
+            "__import__('os').fsdecode(b'\\x2f\\x74\\x2f\\x63\\x61\\x66\\xe9')"
+        );
+        assert_eq!(python_path_literal(Path::new("/t/a'b")), "'/t/a\\'b'");
+    }
+}
