@@ -93,6 +93,8 @@ def main():
             "bbrun": [bbrun, a / argv[0]] + argv[1:],
             "bbrun@B": [bbrun, moved / argv[0]] + argv[1:],
         }
+        if os.environ.get("BBRUN_BEFORE"):
+            variants["before"] = [os.environ["BBRUN_BEFORE"], a / argv[0]] + argv[1:]
         for cmd in variants.values():  # warm caches and the probe cache
             timed(cmd)
         samples = {k: [] for k in variants}
@@ -104,6 +106,8 @@ def main():
             "%-44s %8.1fms %8.1fms %8.1fms %7.3fx"
             % (name, med["in place"], med["bbrun"], med["bbrun@B"], med["bbrun"] / med["in place"])
         )
+        if "before" in med:
+            print("%-44s %8.1fms %7.3fx" % ("  before (BBRUN_BEFORE, in place)", med["before"], med["before"] / med["in place"]))
     moved_on_base(bbrun, python, a, moved, runs)
     t = [timed([bbrun, "--version"]) for _ in range(runs)]
     print("bbrun --version alone (process start, no Python): %.2fms" % (statistics.median(t) * 1000))
