@@ -46,6 +46,14 @@ def moved_on_base(bbrun, python, a, moved, runs):
         "bbrun in place": ([bbrun, a / "bin" / "py", "-c", "pass"], plain),
         "bbrun moved, base": ([bbrun, moved / "bin" / "py", "-c", "pass"], fallback),
     }
+    # The same tree with `site_dirs` taken out of its map: the launcher then
+    # runs the base interpreter as it is, as bbrun did before the view.
+    unwrapped = moved.parent / "moved-no-view"
+    shutil.rmtree(unwrapped, ignore_errors=True)
+    run(["cp", "-a", moved, unwrapped])
+    m = unwrapped / ".bbrun" / "map.toml"
+    m.write_text("".join(l for l in m.read_text().splitlines(True) if not l.startswith("site_dirs")))
+    variants["moved, base, no view"] = ([bbrun, unwrapped / "bin" / "py", "-c", "pass"], fallback)
     before = os.environ.get("BBRUN_BEFORE")
     if before:
         variants["before: moved, base"] = ([before, moved / "bin" / "py", "-c", "pass"], fallback)
