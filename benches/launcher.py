@@ -2,7 +2,15 @@
 bin/script` run in place, in the same run, interleaved so machine noise hits
 both alike. Reports medians and ratios (never asserts on time).
 
+A second table measures a moved tree whose build venv is gone, run on the
+base interpreter (the launcher's fallback, through its interpreter view),
+against the same script in place (issue 8: at most 1.0x). The fallback is
+forced with BBRUN_PYTHON=<base interpreter>, the code path a missing venv
+takes. With BBRUN_BEFORE=<an older bbrun> it runs too, for before/after.
+
 Usage: bash benches/launcher.sh [RUNS]"""
+
+import os
 
 import shutil
 import statistics
@@ -19,6 +27,50 @@ def timed(cmd):
     t = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - t
+
+
+def timed_env(cmd, env):
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
+    return time.perf_counter() - t
+
+
+def moved_on_base(bbrun, python, a, moved, runs):
+    base = subprocess.run(
+        [python, "-c", "import sys; print(sys._base_executable)"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    fallback = dict(os.environ, BBRUN_PYTHON=base)
+    plain = dict(os.environ)
+    variants = {
+        "python in place": ([python, a / "bin" / "py", "-c", "pass"], plain),
+        "bbrun in place": ([bbrun, a / "bin" / "py", "-c", "pass"], plain),
+        "bbrun moved, base": ([bbrun, moved / "bin" / "py", "-c", "pass"], fallback),
+    }
+    # The same tree with `site_dirs` taken out of its map: the launcher then
+    # runs the base interpreter as it is, as bbrun did before the view.
+    unwrapped = moved.parent / "moved-no-view"
+    shutil.rmtree(unwrapped, ignore_errors=True)
+    run(["cp", "-a", moved, unwrapped])
+    m = unwrapped / ".bbrun" / "map.toml"
+    m.write_text("".join(l for l in m.read_text().splitlines(True) if not l.startswith("site_dirs")))
+    variants["moved, base, no view"] = ([bbrun, unwrapped / "bin" / "py", "-c", "pass"], fallback)
+    before = os.environ.get("BBRUN_BEFORE")
+    if before:
+        variants["before: moved, base"] = ([before, moved / "bin" / "py", "-c", "pass"], fallback)
+    for cmd, env in variants.values():
+        timed_env(cmd, env)
+    samples = {k: [] for k in variants}
+    for _ in range(runs):
+        for k, (cmd, env) in variants.items():
+            samples[k].append(timed_env(cmd, env))
+    med = {k: statistics.median(v) * 1000 for k, v in samples.items()}
+    print()
+    print("bin/py -c pass, moved with the build venv gone (base interpreter %s), %d runs" % (base, runs))
+    for k, v in med.items():
+        print(
+            "  %-22s %8.1fms  %6.3fx python in place  %6.3fx bbrun in place"
+            % (k, v, v / med["python in place"], v / med["bbrun in place"])
+        )
 
 
 def main():
@@ -49,6 +101,8 @@ def main():
             "bbrun": [bbrun, a / argv[0]] + argv[1:],
             "bbrun@B": [bbrun, moved / argv[0]] + argv[1:],
         }
+        if os.environ.get("BBRUN_BEFORE"):
+            variants["before"] = [os.environ["BBRUN_BEFORE"], a / argv[0]] + argv[1:]
         for cmd in variants.values():  # warm caches and the probe cache
             timed(cmd)
         samples = {k: [] for k in variants}
@@ -60,6 +114,9 @@ def main():
             "%-44s %8.1fms %8.1fms %8.1fms %7.3fx"
             % (name, med["in place"], med["bbrun"], med["bbrun@B"], med["bbrun"] / med["in place"])
         )
+        if "before" in med:
+            print("%-44s %8.1fms %7.3fx" % ("  before (BBRUN_BEFORE, in place)", med["before"], med["before"] / med["in place"]))
+    moved_on_base(bbrun, python, a, moved, runs)
     t = [timed([bbrun, "--version"]) for _ in range(runs)]
     print("bbrun --version alone (process start, no Python): %.2fms" % (statistics.median(t) * 1000))
 

@@ -7,6 +7,10 @@ PYTHONPATH and the mapping in the environment:
                     backslash, tab or newline inside a path is escaped as
                     \\\\, \\t, \\n
     BBRUN_VENV      the tree's root when it is a virtualenv
+    BBRUN_SITE      the build environment's site dirs (old paths, one a
+                    line), set when a fallback interpreter runs through the
+                    launcher's view
+    BBRUN_LAUNCHER  the launcher, for children that run a tree's script
 
 Every Python process started in that environment (the script, and any child
 started with sys.executable) runs `activate()` from sitecustomize:
@@ -257,6 +261,50 @@ def _patch_build_ext(cls):
     cls.copy_extensions_to_source = kept_copy_to_source
 
 
+def _add_build_site_dirs(text):
+    """Under the launcher's interpreter view (a fallback interpreter with
+    its own site dirs hidden), add the build environment's site dirs at
+    their new place, `.pth` files included, as `site` did in place."""
+    if not text:
+        return
+    import site
+
+    for d in text.split("\n"):
+        d = map_path(d)
+        if d and d not in sys.path and os.path.isdir(d):
+            site.addsitedir(d)
+
+
+def tree_of(path):
+    """The root of the frozen tree holding `path` (a file), or None."""
+    d = os.path.dirname(os.path.abspath(path))
+    while True:
+        if os.path.isfile(os.path.join(d, ".bbrun", "map.toml")):
+            return d
+        up = os.path.dirname(d)
+        if up == d:
+            return None
+        d = up
+
+
+def hand_over_tree_script():
+    """A child started as [sys.executable, 'ROOT/bin/other', ...] runs a
+    frozen tree's script without the launcher: it would get this
+    environment's mapping (maybe another tree's) and no literal mapping.
+    Hand it to the launcher, which plans it for its own tree. The launched
+    process itself runs from `-c`, so it never comes here twice."""
+    launcher = os.environ.get("BBRUN_LAUNCHER")
+    argv = getattr(sys, "argv", None)
+    if not launcher or not argv or argv[0] in ("", "-c", "-m", "-"):
+        return
+    if tree_of(argv[0]) is None:
+        return
+    try:
+        os.execv(launcher, [launcher, argv[0]] + list(argv[1:]))
+    except OSError:
+        pass
+
+
 def activate(pairs=None):
     """Install the mapping in this process; safe to call more than once."""
     global _pairs
@@ -267,15 +315,16 @@ def activate(pairs=None):
         _keep_built_extensions()
     if os.environ.get(_ENV_HIDE_SITE):
         _hide_site_packages()
-    if not pairs:
-        return
-    _pairs = pairs
-    if not isinstance(sys.path, MappedPath):
-        sys.path = MappedPath(map_path(p) for p in sys.path)
-    if _path_hook not in sys.path_hooks:
-        sys.path_hooks.insert(0, _path_hook)
-        for key in [k for k in sys.path_importer_cache if map_path(k) != k]:
-            del sys.path_importer_cache[key]
+    if pairs:
+        _pairs = pairs
+        if not isinstance(sys.path, MappedPath):
+            sys.path = MappedPath(map_path(p) for p in sys.path)
+        if _path_hook not in sys.path_hooks:
+            sys.path_hooks.insert(0, _path_hook)
+            for key in [k for k in sys.path_importer_cache if map_path(k) != k]:
+                del sys.path_importer_cache[key]
+    # Last, so what their .pth files add is mapped too.
+    _add_build_site_dirs(os.environ.get("BBRUN_SITE"))
 
 
 def _literal_safe(path):

@@ -10,6 +10,7 @@ def _bbrun_activate():
         import bbrun_shim
     except ImportError:
         return
+    bbrun_shim.hand_over_tree_script()
     bbrun_shim.activate()
 
 

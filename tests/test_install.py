@@ -220,25 +220,33 @@ def test_buildout_after_install_keeps_parts_and_old_tree(frozen_parts, bbrun, di
         shutil.rmtree(old)
 
 
-def test_hand_copy_refused_until_relocate(frozen_parts, bbrun, dists, tmp_path):
-    c = copy_tree(frozen_parts["pristine"], tmp_path / "copied")
+def test_hand_copy_relocates_on_first_run_or_by_command(frozen_parts, bbrun, dists, tmp_path):
     env = offline_env(dists, tmp_path)
-    proc = run([bbrun, c / "bin" / "buildout"], cwd=c, env=env, check=False)
-    assert proc.returncode != 0
-    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-    assert "bbrun relocate" in proc.stderr
-    before = tree_digest(c)
+    # A hand copy beside a copy still at the build path: its first launch
+    # (here bin/buildout itself) rewrites its own files, never the other's.
+    old = frozen_parts["build_root"]
+    copy_tree(frozen_parts["pristine"], old)
+    try:
+        old_before = tree_digest(old, skip=())
+        c = copy_tree(frozen_parts["pristine"], tmp_path / "copied")
+        buildout_keeps_parts(bbrun, c, env, c)
+        assert str(old) + "/" not in (c / ".installed.cfg").read_text()
+        assert tree_digest(old, skip=()) == old_before
+    finally:
+        shutil.rmtree(old)
 
-    out = json.loads(run([bbrun, "relocate", "--json", c]).stdout)
+    # `bbrun relocate` does the same as a command, idempotently.
+    d = copy_tree(frozen_parts["pristine"], tmp_path / "by-command")
+    before = tree_digest(d)
+    out = json.loads(run([bbrun, "relocate", "--json", d]).stdout)
     assert ".installed.cfg" in out["rewritten"]
-    cfg = (c / ".installed.cfg").read_text()
-    assert str(frozen_parts["build_root"]) not in cfg and str(c) + "/parts/tiny" in cfg
-    assert run([bbrun, "verify", c]).returncode == 0
-    again = run([bbrun, "relocate", c])
+    cfg = (d / ".installed.cfg").read_text()
+    assert str(frozen_parts["build_root"]) not in cfg and str(d) + "/parts/tiny" in cfg
+    assert run([bbrun, "verify", d]).returncode == 0
+    again = run([bbrun, "relocate", d])
     assert "nothing to do" in again.stdout
-    assert (c / ".installed.cfg").read_text() == cfg
-    assert tree_digest(c / "parts") == {k[len("parts/"):]: v for k, v in before.items() if k.startswith("parts/")}
-    buildout_keeps_parts(bbrun, c, env, c)
+    assert (d / ".installed.cfg").read_text() == cfg
+    assert tree_digest(d / "parts") == {k[len("parts/"):]: v for k, v in before.items() if k.startswith("parts/")}
 
 
 def test_reinstall_replaces_and_recovers_from_killed_runs(frozen_parts, bbrun, tmp_path):
@@ -335,22 +343,32 @@ def test_frozen_sample_packed_and_installed(frozen_sample, bbrun, tmp_path, fmt)
     assert run([bbrun, "verify", dest]).returncode == 0
 
 
-def test_virtualenv_needs_allow_external_symlinks(bbrun, dists, tmp_path):
-    """A frozen venv links bin/python3 to the system interpreter: refused by
-    default, kept with --allow-external-symlinks, and its scripts run."""
+def test_virtualenv_interpreter_links_repointed_at_install(bbrun, dists, tmp_path):
+    """A frozen venv links bin/python3 to the system interpreter: freeze
+    records those links and install re-points them at a compatible
+    interpreter here, with no flag. Any other link out of the tree is still
+    refused by default, and kept with --allow-external-symlinks."""
     venv = tmp_path / "venv"
     make_venv(venv, dists, packages=("zope.interface",))
     run([bbrun, "freeze", venv])
+    os.symlink("/etc", venv / "stray")
     arch = tmp_path / "venv.tar.zst"
     run([bbrun, "pack", venv, "--format", "tar.zst", "-o", arch])
     dest = tmp_path / "deployed-venv"
     proc = run([bbrun, "install", arch, dest], check=False)
-    assert proc.returncode == 2 and "--allow-external-symlinks" in proc.stderr
+    assert proc.returncode == 2 and "stray" in proc.stderr and "--allow-external-symlinks" in proc.stderr
     assert not dest.exists()
     out = json.loads(run([bbrun, "install", "--json", "--allow-external-symlinks", arch, dest]).stdout)
+    assert any(s.startswith("stray -> /etc") for s in out["external_symlinks"]), out
+    shutil.rmtree(dest)
+
+    (venv / "stray").unlink()
+    run([bbrun, "pack", venv, "--format", "tar.zst", "-o", arch])
+    out = json.loads(run([bbrun, "install", "--json", arch, dest]).stdout)
     outward = [s for s in out["external_symlinks"] if " -> /" in s]
     assert outward and all(s.startswith("bin/python") for s in outward), out
-    assert os.readlink(dest / outward[0].split(" -> ")[0]).startswith("/")
+    target = os.readlink(dest / outward[0].split(" -> ")[0])
+    assert target.startswith("/") and os.path.exists(target)
     pip = run([dest / "bin" / "pip", "--version"]).stdout
     assert str(dest) + "/lib/" in pip
     assert run([bbrun, "verify", dest]).returncode == 0

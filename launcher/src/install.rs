@@ -82,6 +82,12 @@ pub fn install(
         unpack::detect(&archive)?;
     }
     let dest = fsutil::absolute_lexical(dest)?;
+    if dest.to_str().is_none() {
+        bail!(
+            "{}: this path is not UTF-8 text, which the relocation map (TOML) cannot record; install at a path that is UTF-8",
+            dest.display()
+        );
+    }
     let (parent, name) = match (dest.parent(), dest.file_name()) {
         (Some(p), Some(n)) => (p.to_path_buf(), n.to_string_lossy().into_owned()),
         _ => bail!("{}: cannot install at the filesystem root", dest.display()),
@@ -122,6 +128,7 @@ fn stage(
     let unpack_opts = unpack::UnpackOptions {
         allow_external_symlinks: opts.allow_external_symlinks,
         keep_modes: opts.keep_modes,
+        skip_external_symlinks: true,
     };
     let unpacked = if from_stdin {
         unpack::unpack_reader(
@@ -134,8 +141,9 @@ fn stage(
     } else {
         unpack::unpack_with(archive, staging, unpack_opts, progress)?
     };
-    let external = unpacked.external_symlinks;
+    let mut external = unpacked.external_symlinks;
     let stripped = unpacked.stripped_modes;
+    let skipped = unpacked.skipped_symlinks;
     let unpacked = unpacked.manifest;
     check_against_manifest(archive, staging, &unpacked)?;
     // Everything install writes from here on lives in .bbrun/ or is a
@@ -157,6 +165,10 @@ fn stage(
             map::MAP_FILE
         );
     }
+    let frozen = map::load(&map::map_path(staging))?;
+    external.extend(crate::install_links::repoint(
+        archive, staging, &skipped, &frozen,
+    )?);
     let dest_s = dest.to_string_lossy().into_owned();
     let retargeted = retarget::retarget(staging, &dest_s)?;
     let tree = FrozenTree::open(staging)?;

@@ -266,7 +266,7 @@ pub fn find_compatible(root: &Path, want: &Interpreter, cache: &mut ProbeCache) 
 
 /// A real binary (ELF), not a script: `bin/python` in a buildout may be an
 /// interpreter *script* that would recurse into the launcher.
-fn is_executable_binary(path: &Path) -> bool {
+pub fn is_executable_binary(path: &Path) -> bool {
     use std::io::Read;
     let Ok(meta) = std::fs::metadata(path) else {
         return false;
@@ -296,6 +296,8 @@ mod tests {
             platform: "linux-x86_64".into(),
             candidates: vec![],
             bundled: None,
+            site_dirs: None,
+            links: vec![],
         }
     }
 

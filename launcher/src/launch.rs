@@ -33,7 +33,10 @@ pub struct LaunchPlan {
 /// kernel) with `args`.
 pub fn plan(script: &Path, args: &[OsString]) -> Result<LaunchPlan> {
     let abs = fsutil::absolute_lexical(script)?;
-    if !abs.is_file() {
+    // `bbrun venv/bin/python ARGS`: the tree's interpreter itself, run with
+    // the tree's mapping (its link may dangle on this machine).
+    let interpreter_mode = is_interpreter(&abs);
+    if !abs.is_file() && !interpreter_mode {
         bail!("{}: no such script", script.display());
     }
     // A script reached through a symlink outside the tree (a link in
@@ -47,6 +50,9 @@ pub fn plan(script: &Path, args: &[OsString]) -> Result<LaunchPlan> {
             (FrozenTree::open(&root)?, real)
         }
     };
+    // A tree moved or copied by hand runs on its own files, never on those
+    // of the place it came from.
+    let tree = crate::autorelocate::ensure_own_files(tree)?;
     let rel = abs
         .strip_prefix(&tree.root)
         .map(|p| p.to_string_lossy().into_owned())
@@ -54,6 +60,7 @@ pub fn plan(script: &Path, args: &[OsString]) -> Result<LaunchPlan> {
     let recorded = tree.map.script(&rel);
     let options = match recorded {
         Some(s) => s.options.clone(),
+        None if interpreter_mode => vec![],
         None => unrecorded_script_options(&abs)?,
     };
     // The map says whether a script runs zc.buildout; only a script freeze
@@ -69,18 +76,22 @@ pub fn plan(script: &Path, args: &[OsString]) -> Result<LaunchPlan> {
     } && !is_read_only_buildout(args);
 
     let mut cache = ProbeCache::load();
-    let python = interp::find_compatible(&tree.root, &tree.map.interpreter, &mut cache)?;
+    let python = pick_interpreter(&tree, interpreter_mode.then_some(abs.as_path()), &mut cache)?;
     cache.save();
+    let view = crate::launch_view::plan(&tree, &python);
+    let exe = view.as_ref().map_or(&python, |v| &v.python).clone();
 
     let shim_dir = shim::ensure_dir(&tree.root)?;
-    let mut argv: Vec<OsString> = vec![python.clone().into()];
-    argv.extend(options.into_iter().map(OsString::from));
-    argv.push("-c".into());
-    argv.push(shim::boot_code(&shim_dir).into());
-    argv.push(script.as_os_str().to_owned());
+    let mut argv: Vec<OsString> = vec![exe.clone().into()];
+    if !interpreter_mode {
+        argv.extend(options.into_iter().map(OsString::from));
+        argv.push("-c".into());
+        argv.push(shim::boot_code(&shim_dir).into());
+        argv.push(script.as_os_str().to_owned());
+    }
     argv.extend(args.iter().cloned());
 
-    let pathmap = crate::map_check::encode_pathmap(&tree.path_mapping());
+    let pathmap = crate::map_check::encode_pathmap(&crate::launch_view::pathmap_pairs(&tree));
     let mut pythonpath = shim_dir.as_os_str().to_owned();
     if let Some(existing) = std::env::var_os("PYTHONPATH").filter(|p| !p.is_empty()) {
         // A nested launch (a script of one tree running another's) must
@@ -100,14 +111,58 @@ pub fn plan(script: &Path, args: &[OsString]) -> Result<LaunchPlan> {
     ];
     if tree.root.join("pyvenv.cfg").is_file() {
         env.push(("BBRUN_VENV".into(), tree.root.clone().into()));
+    } else {
+        // Not inherited from a launch of another tree.
+        env.push(("BBRUN_VENV".into(), OsString::new()));
     }
+    env.extend(crate::launch_view::extra_env(view.as_ref()));
     Ok(LaunchPlan {
-        python,
+        python: exe,
         argv,
         env,
         root: tree.root,
         buildout,
     })
+}
+
+/// The interpreter for this launch: `$BBRUN_PYTHON` if set; else the
+/// binary the user named (`bbrun venv/bin/python`) or the build
+/// interpreter's place inside this tree (a venv built in the tree, as
+/// Plone 6 does: a copy runs on its own venv, never the original's),
+/// when compatible; else the usual search.
+fn pick_interpreter(
+    tree: &FrozenTree,
+    named: Option<&Path>,
+    cache: &mut ProbeCache,
+) -> Result<PathBuf> {
+    let want = &tree.map.interpreter;
+    if std::env::var_os("BBRUN_PYTHON").is_none_or(|p| p.is_empty()) {
+        let in_tree = crate::launch_view::in_tree_interpreter(tree);
+        for cand in named.map(Path::to_path_buf).into_iter().chain(in_tree) {
+            if interp::is_executable_binary(&cand)
+                && cache
+                    .probe(&cand)
+                    .is_ok_and(|p| interp::incompatibility(want, &p).is_none())
+            {
+                return Ok(cand);
+            }
+        }
+    }
+    interp::find_compatible(&tree.root, want, cache)
+}
+
+/// A Python interpreter binary (or a venv's link to one, even dangling),
+/// as opposed to buildout's `bin/py` interpreter *script*.
+fn is_interpreter(abs: &Path) -> bool {
+    let name = abs
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if !(name.starts_with("python") || name.starts_with("pypy")) {
+        return false;
+    }
+    let is_link = std::fs::symlink_metadata(abs).is_ok_and(|m| m.file_type().is_symlink());
+    is_link || shebang::read_first_line(abs).is_ok_and(|l| l.starts_with("\x7fELF"))
 }
 
 /// Interpreter options for a script freeze did not record (added to the

@@ -6,6 +6,7 @@
 //! the [`shim`], [`interp`] finds a compatible interpreter, [`shebang`]
 //! points script first lines at the launcher.
 
+pub mod autorelocate;
 pub mod buildout;
 pub mod bundle;
 pub mod check;
@@ -17,13 +18,16 @@ pub mod errline;
 pub mod freeze;
 pub mod fsutil;
 pub mod install;
+pub mod install_links;
 pub mod interp;
 pub mod launch;
+pub mod launch_view;
 pub mod map;
 pub mod map_check;
 pub mod native;
 pub mod package;
 pub mod pymodule;
+pub mod pyview;
 pub mod relocate;
 pub mod retarget;
 pub mod safedir;

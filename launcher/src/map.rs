@@ -82,6 +82,20 @@ pub struct Interpreter {
     /// relative to the root; used first when present.
     #[serde(default)]
     pub bundled: Option<String>,
+    /// The build interpreter's site dirs as it ran the scripts (a venv's
+    /// site-packages; the base's own when built without a venv). On a
+    /// fallback interpreter the launcher hides the base's site dirs and the
+    /// shim adds exactly these (mapped), `.pth` included. Absent in maps
+    /// from before it was recorded: the fallback then runs as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site_dirs: Option<Vec<String>>,
+    /// A virtualenv's interpreter links inside the tree (`venv/bin/python3`
+    /// -> `/usr/bin/python3.11`), relative to the root. They lead out of
+    /// the tree, so `bbrun install` does not unpack them as they are: it
+    /// re-points them at a compatible interpreter of the target (and the
+    /// venv's `pyvenv.cfg` `home` with them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -306,6 +320,8 @@ mod tests {
                 platform: "linux-x86_64".into(),
                 candidates: vec![],
                 bundled: None,
+                site_dirs: None,
+                links: vec![],
             },
             scripts: vec![Script {
                 path: "bin/app".into(),

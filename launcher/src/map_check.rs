@@ -10,7 +10,7 @@
 //! legal in Linux paths and are kept: [`encode_pathmap`] escapes them.
 
 use std::ffi::OsString;
-use std::os::unix::ffi::OsStringExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Component, Path};
 
 use anyhow::{bail, Result};
@@ -56,6 +56,12 @@ pub fn validate(map: &RelocationMap, path: &Path) -> Result<()> {
     }
     if let Some(bundled) = &i.bundled {
         relative_inside("interpreter.bundled", bundled, path)?;
+    }
+    for link in &i.links {
+        relative_inside("interpreter.links", link, path)?;
+    }
+    for dir in i.site_dirs.iter().flatten() {
+        absolute("interpreter.site_dirs", dir, path)?;
     }
     Ok(())
 }
@@ -106,12 +112,12 @@ fn relative_inside(field: &str, value: &str, path: &Path) -> Result<()> {
 /// decodes the variable with `os.environb` + `os.fsdecode`, so a path that
 /// is not UTF-8 round-trips as surrogate escapes. Decoded by `_parse` in
 /// shim/bbrun_shim.py.
-pub fn encode_pathmap<S: AsRef<[u8]>>(pairs: &[(S, S)]) -> OsString {
+pub fn encode_pathmap<A: AsRef<[u8]>, B: AsRef<std::ffi::OsStr>>(pairs: &[(A, B)]) -> OsString {
     let mut out = Vec::new();
     for (old, new) in pairs {
         escape_into(old.as_ref(), &mut out);
         out.push(b'\t');
-        escape_into(new.as_ref(), &mut out);
+        escape_into(new.as_ref().as_bytes(), &mut out);
         out.push(b'\n');
     }
     OsString::from_vec(out)
@@ -153,6 +159,8 @@ mod tests {
                 platform: String::new(),
                 candidates: vec![],
                 bundled: None,
+                site_dirs: None,
+                links: vec![],
             },
             scripts: vec![],
             prefixes: vec![],
@@ -218,7 +226,7 @@ mod tests {
 
     #[test]
     fn pathmap_escapes_separators() {
-        let pairs = vec![(b"/a\tb\\".to_vec(), b"/n\nw".to_vec())];
+        let pairs = vec![(b"/a\tb\\".to_vec(), OsString::from_vec(b"/n\nw".to_vec()))];
         let enc = encode_pathmap(&pairs).into_vec();
         assert_eq!(enc, b"/a\\tb\\\\\t/n\\nw\n".to_vec());
     }

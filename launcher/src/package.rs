@@ -198,6 +198,8 @@ mod tests {
                 platform: "linux-x86_64".into(),
                 candidates: vec![],
                 bundled: None,
+                site_dirs: None,
+                links: vec![],
             },
             scripts: vec![Script {
                 path: "bin/app".into(),

@@ -250,6 +250,8 @@ mod tests {
                 platform: "p".into(),
                 candidates: vec![],
                 bundled: None,
+                site_dirs: None,
+                links: vec![],
             },
             scripts: vec![],
             prefixes: vec![],

@@ -27,8 +27,25 @@ pub const FILES: [(&str, &str); 2] = [
 pub fn boot_code(shim_dir: &Path) -> String {
     format!(
         "import sys; sys.path.insert(0, {}); import bbrun_shim; bbrun_shim.run_main()",
-        python_str_literal(&shim_dir.to_string_lossy())
+        python_path_literal(shim_dir)
     )
+}
+
+/// A Python expression for `path` that keeps every byte: a plain literal
+/// when it is UTF-8, else `os.fsdecode(b'...')` (the surrogate-escaped
+/// string Python itself uses for such a path).
+fn python_path_literal(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    if let Some(s) = path.to_str() {
+        return python_str_literal(s);
+    }
+    let bytes: String = path
+        .as_os_str()
+        .as_bytes()
+        .iter()
+        .map(|b| format!("\\x{b:02x}"))
+        .collect();
+    format!("__import__('os').fsdecode(b'{bytes}')")
 }
 
 /// `ROOT/.bbrun/shim`.
@@ -229,5 +246,21 @@ mod tests {
         assert!(is_current(d.path()));
         std::fs::write(d.path().join("bbrun_shim.py"), "x").unwrap();
         assert!(!is_current(d.path()));
+    }
+}
+
+#[cfg(test)]
+mod path_literal_tests {
+    use super::*;
+    use std::os::unix::ffi::OsStrExt;
+
+    #[test]
+    fn non_utf8_path_survives_as_fsdecode_of_bytes() {
+        let p = Path::new(std::ffi::OsStr::from_bytes(b"/t/caf\xe9"));
+        assert_eq!(
+            python_path_literal(p),
+            "__import__('os').fsdecode(b'\\x2f\\x74\\x2f\\x63\\x61\\x66\\xe9')"
+        );
+        assert_eq!(python_path_literal(Path::new("/t/a'b")), "'/t/a\\'b'");
     }
 }

@@ -147,10 +147,25 @@ pub fn classify(
             same(&x2, expected, y, actual)
         };
         let content_only = (x.mode == y.mode || stripped) && y.kind == EntryKind::File;
+        let venv_link = |p: &str| map.is_some_and(|m| m.interpreter.links.iter().any(|l| l == p));
+        let venv_cfg = |p: &str| {
+            p.strip_suffix("pyvenv.cfg").is_some_and(|dir| {
+                map.is_some_and(|m| {
+                    m.interpreter
+                        .links
+                        .iter()
+                        .any(|l| l.starts_with(&format!("{dir}bin/")))
+                })
+            })
+        };
         let reason = if same_but_mode {
             Some("mode made safe by install (setuid/setgid/sticky, group/world write removed)")
+        } else if venv_link(&path) && y.kind == EntryKind::Symlink {
+            Some("virtualenv's interpreter link re-pointed at this machine's interpreter")
         } else if !content_only {
             None
+        } else if venv_cfg(&path) {
+            Some("virtualenv's pyvenv.cfg: home set to this machine's interpreter")
         } else if path == state_file(map::MAP_FILE) && map.is_some() {
             // Only a map that loads (validated) is an update of bbrun's.
             Some("relocation map updated for the tree's new root")
@@ -172,7 +187,13 @@ pub fn classify(
     }
     for path in diff.added {
         // Python writes bytecode caches beside the sources it imports.
-        if path.ends_with(".pyc") && path.contains("__pycache__/") || path.ends_with("__pycache__")
+        if path == state_file(crate::autorelocate::LOCK_FILE) {
+            report.expected.push(Expected {
+                path,
+                reason: "lock of the launcher's relocation at a new root",
+            });
+        } else if path.ends_with(".pyc") && path.contains("__pycache__/")
+            || path.ends_with("__pycache__")
         {
             report.expected.push(Expected {
                 path,

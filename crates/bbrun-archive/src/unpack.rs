@@ -98,6 +98,11 @@ pub struct UnpackOptions {
     /// elsewhere must not install a setuid program or a directory anyone
     /// can change when root installs it. Manifests keep the archived mode.
     pub keep_modes: bool,
+    /// Leave symlinks that point outside DEST uncreated and report them
+    /// (`Unpacked::skipped_symlinks`) instead of refusing the archive: the
+    /// caller decides (a virtualenv's interpreter link is re-pointed at an
+    /// interpreter of this machine). Ignored with `allow_external_symlinks`.
+    pub skip_external_symlinks: bool,
 }
 
 /// Bits an install removes unless asked to keep them.
@@ -117,6 +122,9 @@ pub struct Unpacked {
     /// Files and directories written with fewer mode bits than archived:
     /// (path, archived mode, written mode).
     pub stripped_modes: Vec<(String, u32, u32)>,
+    /// Symlinks out of DEST left uncreated (`skip_external_symlinks`):
+    /// (path, target).
+    pub skipped_symlinks: Vec<(String, String)>,
 }
 
 /// Unpack `archive` into `dest`, an existing empty directory, refusing
@@ -536,11 +544,15 @@ impl<'a> Unpacker<'a> {
             .map(|(p, t)| (p.as_str(), t.as_str()))
             .collect();
         let mut external = Vec::new();
+        let mut skipped: Vec<(String, String)> = Vec::new();
         for (path, target) in &self.symlinks {
             match resolve_inside(path, target, &table) {
                 Ok(()) => {}
                 Err(Escape::Outside(_)) if opts.allow_external_symlinks => {
                     external.push((path.clone(), target.clone()));
+                }
+                Err(Escape::Outside(_)) if opts.skip_external_symlinks => {
+                    skipped.push((path.clone(), target.clone()));
                 }
                 Err(Escape::Outside(why)) => {
                     return Err(self.err(
@@ -565,6 +577,9 @@ impl<'a> Unpacker<'a> {
             .collect();
         dirs.sort_by(|a, b| b.path.cmp(&a.path));
         for (path, target) in &self.symlinks {
+            if skipped.iter().any(|(p, _)| p == path) {
+                continue;
+            }
             std::os::unix::fs::symlink(target, self.dest.join(path))
                 .map_err(|e| self.err(path, format!("cannot create symlink: {e}")))?;
         }
@@ -584,6 +599,7 @@ impl<'a> Unpacker<'a> {
             manifest: Manifest::from_entries(entries),
             external_symlinks: external,
             stripped_modes: std::mem::take(&mut self.stripped),
+            skipped_symlinks: skipped,
         })
     }
 }

@@ -488,3 +488,33 @@ fn one_pass_from_a_reader() {
     .unwrap_err();
     assert!(format!("{err}").contains("unknown magic bytes"));
 }
+
+#[test]
+fn external_symlinks_skipped_on_request_are_reported_not_created() {
+    let skip = UnpackOptions {
+        skip_external_symlinks: true,
+        ..Default::default()
+    };
+    let fx = Fixture::new();
+    let bytes = zst(&[
+        E::S("bin/python", "python3"),
+        E::S("bin/python3", "/usr/bin/python3"),
+        E::S("bin/inside", "app"),
+        E::F("bin/app", b"x"),
+    ]);
+    let got = unpack_with(&fx.archive(&bytes), &fx.dest(), skip, &|_| {}).unwrap();
+    assert!(got.external_symlinks.is_empty());
+    assert_eq!(
+        got.skipped_symlinks,
+        [
+            ("bin/python".to_string(), "python3".to_string()),
+            ("bin/python3".to_string(), "/usr/bin/python3".to_string())
+        ]
+    );
+    assert!(fs::symlink_metadata(fx.dest().join("bin/python3")).is_err());
+    assert!(fs::symlink_metadata(fx.dest().join("bin/python")).is_err());
+    assert_eq!(
+        fs::read_link(fx.dest().join("bin/inside")).unwrap(),
+        PathBuf::from("app")
+    );
+}

@@ -72,7 +72,7 @@ pub fn freeze(root_arg: &Path, opts: &FreezeOptions) -> Result<FreezeReport> {
         None
     };
 
-    let found = scripts::find(&root, previous.as_ref())?;
+    let mut found = scripts::find(&root, previous.as_ref())?;
     if found.is_empty() && previous.is_none() {
         bail!(
             "{}: no Python scripts in bin/; is this a built buildout or virtualenv?",
@@ -85,6 +85,22 @@ pub fn freeze(root_arg: &Path, opts: &FreezeOptions) -> Result<FreezeReport> {
         None => new_map(&root_s, &root_real_s, &found, opts)?,
     };
     map.bbrun_version = env!("CARGO_PKG_VERSION").to_string();
+    {
+        let mut roots: Vec<String> = map.old_roots().iter().map(|s| s.to_string()).collect();
+        roots.push(root_s.clone());
+        roots.push(root_real_s.clone());
+        let mut needles = roots.clone();
+        needles.extend(map.prefixes.iter().map(|p| p.original.clone()));
+        let known: HashSet<String> = found.iter().map(|f| f.script.path.clone()).collect();
+        found.extend(scripts::find_generated(
+            &root,
+            &map.interpreter.path,
+            &roots,
+            &needles,
+            previous.as_ref(),
+            &known,
+        )?);
+    }
     map.scripts = found.iter().map(|f| f.script.clone()).collect();
 
     // Everything the tree knows as "inside": the current root and every
@@ -98,6 +114,10 @@ pub fn freeze(root_arg: &Path, opts: &FreezeOptions) -> Result<FreezeReport> {
             .any(|r| fsutil::relative_inside(p, r).is_some())
     };
 
+    if map.interpreter.site_dirs.is_none() {
+        map.interpreter.site_dirs = build_site_dirs(&map.interpreter);
+    }
+    map.interpreter.links = venv_links(&root);
     let stdlib = interpreter_stdlib(&map.interpreter);
     let mut external: Vec<String> = Vec::new();
     let mut outside_literals: Vec<String> = Vec::new();
@@ -112,6 +132,17 @@ pub fn freeze(root_arg: &Path, opts: &FreezeOptions) -> Result<FreezeReport> {
             }
         }
         outside_literals.extend(f.other_paths.iter().filter(|p| !is_inside(p)).cloned());
+    }
+    // The build venv's site-packages was on every script's sys.path in
+    // place (site added it): it goes with the tree, like a prefix a script
+    // names. A base interpreter's own site dirs stay where they are.
+    if let Some(venv) = venv_prefix(&map.interpreter.path) {
+        for d in map.interpreter.site_dirs.iter().flatten() {
+            if !is_inside(d) && fsutil::relative_inside(d, &venv).is_some() && Path::new(d).is_dir()
+            {
+                external.push(d.clone());
+            }
+        }
     }
     external.extend(
         develop_egg_links(&root)
@@ -248,6 +279,8 @@ fn new_map(
             platform: probe.platform,
             candidates,
             bundled: None,
+            site_dirs: None,
+            links: vec![],
         },
         scripts: vec![],
         prefixes: vec![],
@@ -283,6 +316,65 @@ fn interpreter_stdlib(want: &Interpreter) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The site dirs the build interpreter put on `sys.path` when it ran the
+/// scripts (site-packages, the user site if enabled); `None` if it cannot
+/// say (then a fallback interpreter runs as it is).
+fn build_site_dirs(want: &Interpreter) -> Option<Vec<String>> {
+    let code = "import json, site, sys\n\
+d = site.getsitepackages() + ([site.getusersitepackages()] if site.ENABLE_USER_SITE else [])\n\
+print(json.dumps([p for p in d if p in sys.path]))";
+    let out = std::process::Command::new(&want.path)
+        .args(["-c", code])
+        .env_remove("PYTHONPATH")
+        .env_remove("PYTHONHOME")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// The interpreter links of the virtualenvs in the tree (the root itself,
+/// or a directory right below it, as Plone 6's `ROOT/venv`): every
+/// `bin/python*` symlink, relative ones too (they lead out through the
+/// absolute one).
+fn venv_links(root: &Path) -> Vec<String> {
+    let mut venvs = vec![root.to_path_buf()];
+    if let Ok(entries) = std::fs::read_dir(root) {
+        venvs.extend(
+            entries
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_name() != map::STATE_DIR)
+                .map(|e| e.path()),
+        );
+    }
+    let mut out = Vec::new();
+    for venv in venvs.iter().filter(|v| v.join("pyvenv.cfg").is_file()) {
+        let Ok(entries) = std::fs::read_dir(venv.join("bin")) else {
+            continue;
+        };
+        for e in entries.filter_map(|e| e.ok()) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let is_link = e.file_type().is_ok_and(|t| t.is_symlink());
+            if is_link && (name.starts_with("python") || name.starts_with("pypy")) {
+                if let Ok(rel) = e.path().strip_prefix(root) {
+                    out.push(rel.to_string_lossy().into_owned());
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The prefix of the virtualenv `python` belongs to, if it is a venv's.
+fn venv_prefix(python: &str) -> Option<String> {
+    let prefix = Path::new(python).parent()?.parent()?;
+    prefix
+        .join("pyvenv.cfg")
+        .is_file()
+        .then(|| prefix.to_string_lossy().into_owned())
 }
 
 /// Targets of `develop-eggs/*.egg-link` files (first line: the project dir).

@@ -38,43 +38,116 @@ pub fn find(root: &Path, previous: Option<&RelocationMap>) -> Result<Vec<FoundSc
             if !path.is_file() {
                 continue;
             }
-            let bytes =
-                std::fs::read(&path).with_context(|| format!("{}: cannot read", path.display()))?;
-            let (first, body) = shebang::split_first_line(&bytes);
-            let first = String::from_utf8_lossy(first)
-                .trim_end_matches('\r')
-                .to_string();
-            let Some(parsed) = shebang::parse(&first) else {
-                continue;
-            };
-            let rel = path
-                .strip_prefix(root)
-                .unwrap_or(&path)
-                .to_string_lossy()
-                .into_owned();
-            let (line, options) = if shebang::is_launcher(&parsed.interpreter) {
-                match previous.and_then(|m| m.script(&rel)) {
-                    Some(s) => (s.shebang.clone(), s.options.clone()),
-                    None => continue,
-                }
-            } else if shebang::is_python(&parsed.interpreter) {
-                (first.clone(), parsed.options)
-            } else {
-                continue;
-            };
-            let text = String::from_utf8_lossy(body);
-            let (sys_path, other_paths) = path_literals(&text);
-            out.push(FoundScript {
-                script: Script {
-                    path: rel,
-                    shebang: line,
-                    options,
-                    body_sha256: crate::fsutil::sha256_hex(body),
-                    buildout: runs_buildout(body),
-                },
-                sys_path,
-                other_paths,
-            });
+            if let Some(found) = read_script(root, &path, previous, |_| true)? {
+                out.push(found);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The script at `path`, if its first line runs Python (or the launcher,
+/// for a script the previous map recorded) and `accept` takes that
+/// interpreter.
+fn read_script(
+    root: &Path,
+    path: &Path,
+    previous: Option<&RelocationMap>,
+    accept: impl Fn(&str) -> bool,
+) -> Result<Option<FoundScript>> {
+    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let (first, body) = shebang::split_first_line(&bytes);
+    let first = String::from_utf8_lossy(first)
+        .trim_end_matches('\r')
+        .to_string();
+    let Some(parsed) = shebang::parse(&first) else {
+        return Ok(None);
+    };
+    let rel = path
+        .strip_prefix(root)
+        .unwrap_or(path)
+        .to_string_lossy()
+        .into_owned();
+    let (line, options) = if shebang::is_launcher(&parsed.interpreter) {
+        match previous.and_then(|m| m.script(&rel)) {
+            Some(s) => (s.shebang.clone(), s.options.clone()),
+            None => return Ok(None),
+        }
+    } else if shebang::is_python(&parsed.interpreter) && accept(&parsed.interpreter) {
+        (first.clone(), parsed.options)
+    } else {
+        return Ok(None);
+    };
+    let text = String::from_utf8_lossy(body);
+    let (sys_path, other_paths) = path_literals(&text);
+    Ok(Some(FoundScript {
+        script: Script {
+            path: rel,
+            shebang: line,
+            options,
+            body_sha256: crate::fsutil::sha256_hex(body),
+            buildout: runs_buildout(body),
+        },
+        sys_path,
+        other_paths,
+    }))
+}
+
+/// Generated scripts outside `bin/`: recipes write them anywhere
+/// (`parts/instance/bin/interpreter`, which zope2instance's `bin/instance
+/// fg` starts). Any file whose first line runs the build interpreter (or a
+/// Python under one of the tree's roots) and whose body names a build path
+/// is one: its body must never be rewritten and `bbrun shebang` must reach
+/// it. Only the first bytes of most files are read.
+pub fn find_generated(
+    root: &Path,
+    interpreter: &str,
+    roots: &[String],
+    needles: &[String],
+    previous: Option<&RelocationMap>,
+    known: &std::collections::HashSet<String>,
+) -> Result<Vec<FoundScript>> {
+    use std::io::Read;
+    let accept = |interp: &str| {
+        interp == interpreter
+            || roots
+                .iter()
+                .any(|r| crate::fsutil::relative_inside(interp, r).is_some())
+    };
+    let mut out = Vec::new();
+    let walker = walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| e.depth() != 1 || e.file_name() != crate::map::STATE_DIR);
+    for entry in walker {
+        let entry = entry.with_context(|| format!("{}: cannot walk", root.display()))?;
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let path = entry.path();
+        let mut head = [0u8; 2];
+        let is_hashbang = std::fs::File::open(path)
+            .and_then(|mut f| f.read_exact(&mut head))
+            .map(|_| &head == b"#!")
+            .unwrap_or(false);
+        if !is_hashbang {
+            continue;
+        }
+        let Some(found) = read_script(root, path, previous, accept)? else {
+            continue;
+        };
+        if known.contains(&found.script.path) {
+            continue;
+        }
+        let bytes =
+            std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+        let body = shebang::split_first_line(&bytes).1;
+        if needles
+            .iter()
+            .any(|n| !n.is_empty() && crate::fsutil::find(body, n.as_bytes()).is_some())
+        {
+            out.push(found);
         }
     }
     Ok(out)
