@@ -103,12 +103,24 @@ def _add_venv_site_packages(venv):
         site.addsitedir(site_packages)
 
 
+def _install_import_index():
+    """The freeze-time import index (bbrun_index.py), if the tree has one."""
+    root = os.environ.get("BBRUN_ROOT")
+    if root:
+        try:
+            import bbrun_index
+        except ImportError:
+            return
+        bbrun_index.install(root)
+
+
 def activate(pairs=None):
     """Install the mapping in this process; safe to call more than once."""
     global _pairs
     if pairs is None:
         pairs = _parse(os.environ.get(_ENV_MAP, ""))
     _add_venv_site_packages(os.environ.get("BBRUN_VENV"))
+    _install_import_index()
     if not pairs:
         return
     _pairs = pairs
