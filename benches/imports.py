@@ -3,7 +3,9 @@
 moved, run through bbrun with the import index (and, for reference, with
 the index turned off: BBRUN_NO_INDEX=1). Same run, interleaved, medians.
 Also counts file-system syscalls (stat family + open + getdents) with
-`strace -f -c`, and the launcher + shim cost on `bin/py -c pass`.
+`strace -f -c`, and the launcher + shim cost on a script that only sets
+its 80-entry sys.path. The scripts are made from bin/instance's first
+line and sys.path block.
 
 Usage: bash benches/imports.sh [RUNS]   (prints ratios; never asserts)
 
@@ -66,6 +68,14 @@ def build_tree(work, bbrun):
         tree.parent.mkdir()
         build_zope_buildout(tree, venv, dists, free_port())
         (work / ".built").touch()
+    # Two scripts with bin/instance's interpreter line and sys.path block:
+    # one importing the stack, one doing nothing (the launcher + shim cost).
+    lines = (tree / "bin" / "instance").read_text().splitlines(True)
+    head = lines[: next(i for i, l in enumerate(lines) if l.strip() == "]") + 1]
+    for name, body in (("importstack", ZOPE_STACK + "\n"), ("nothing", "")):
+        script = tree / "bin" / name
+        script.write_text("".join(head) + "\n" + body)
+        script.chmod(0o755)
     run([bbrun, "freeze", tree])
     moved = work / "moved"
     shutil.rmtree(moved, ignore_errors=True)
@@ -81,16 +91,16 @@ def main():
     env.pop("BBRUN_NO_INDEX", None)
     off = dict(env, BBRUN_NO_INDEX="1")
     cases = {
-        "Zope import stack": ["-c", ZOPE_STACK],
-        "bin/py -c pass": ["-c", "pass"],
+        "Zope import stack": "bin/importstack",
+        "sys.path only": "bin/nothing",
     }
     print("imports, Zope 5 buildout, %d interleaved runs each, median wall time" % runs)
     print("%-20s %10s %12s %12s %9s %9s" % ("case", "in place", "moved+index", "moved-index", "ratio", "no-index"))
-    for name, args in cases.items():
+    for name, script in cases.items():
         variants = {
-            "in place": ([python, tree / "bin" / "py"] + args, env),
-            "index": ([bbrun, moved / "bin" / "py"] + args, env),
-            "no index": ([bbrun, moved / "bin" / "py"] + args, off),
+            "in place": ([python, tree / script], env),
+            "index": ([bbrun, moved / script], env),
+            "no index": ([bbrun, moved / script], off),
         }
         for cmd, e in variants.values():  # warm caches and the probe cache
             timed(cmd, e)
