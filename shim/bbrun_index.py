@@ -73,7 +73,12 @@ def _mtime_ok(path, recorded):
         except OSError:
             now = None
         _checked[path] = now
-    return now is not None and str(now) == recorded
+    if now is None:
+        return False
+    recorded = int(recorded)
+    # An archive keeps whole seconds: an installed tree's directories have
+    # the recorded second and no fraction. (A later change gets a fraction.)
+    return now == recorded or (now % 1000000000 == 0 and now // 1000000000 == recorded // 1000000000)
 
 
 def _hook(entry):

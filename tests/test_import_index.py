@@ -63,11 +63,26 @@ def moved(frozen_sample, tmp_path):
 def probe(bbrun, root, tmp_path, no_index=False):
     script = tmp_path / "probe_specs.py"
     script.write_text(PROBE)
+    return run_probe([bbrun, root / "bin" / "py", script], no_index)
+
+
+def run_probe(cmd, no_index):
     env = dict(os.environ)
     env.pop("BBRUN_NO_INDEX", None)
     if no_index:
         env["BBRUN_NO_INDEX"] = "1"
-    return json.loads(run([bbrun, root / "bin" / "py", script], env=env).stdout)
+    return json.loads(run(cmd, env=env).stdout)
+
+
+def assert_same_specs(root, with_index, without):
+    # The index was really used for the eggs, and really off without it.
+    eggs = egg_entries(root, with_index["finders"])
+    assert eggs and all(with_index["finders"][e] == "IndexedFinder" for e in eggs)
+    assert "IndexedFinder" not in without["finders"].values()
+    assert len(with_index["specs"]) > 50
+    diff = {k: (v, without["specs"].get(k)) for k, v in with_index["specs"].items() if without["specs"].get(k) != v}
+    assert not diff
+    assert with_index["specs"] == without["specs"]
 
 
 def egg_entries(root, finders):
@@ -87,12 +102,7 @@ def test_index_written_by_freeze(moved):
 def test_same_specs_with_and_without_index(moved, bbrun, tmp_path):
     with_index = probe(bbrun, moved, tmp_path)
     without = probe(bbrun, moved, tmp_path, no_index=True)
-    # The index was really used for the eggs, and really off without it.
-    eggs = egg_entries(moved, with_index["finders"])
-    assert eggs and all(with_index["finders"][e] == "IndexedFinder" for e in eggs)
-    assert "IndexedFinder" not in without["finders"].values()
-    assert len(with_index["specs"]) > 50
-    assert with_index["specs"] == without["specs"]
+    assert_same_specs(moved, with_index, without)
     for name in ("BTrees", "zope.interface", "demoapp"):
         assert with_index["specs"][name][0].startswith(str(moved) + "/"), name
 
@@ -131,3 +141,19 @@ def test_module_removed_after_freeze_is_not_found(moved, bbrun, tmp_path):
     assert got == want
     assert got["BTrees"] is None
     assert got["zope.interface"][0] is None  # namespace: no origin file
+
+
+def test_same_specs_on_the_zope_buildout(frozen_zope, bbrun, tmp_path):
+    """Every top-level name (and every name one level into a namespace
+    package: zope.*, Products.*) on bin/instance's 80-egg sys.path."""
+    root = copy_tree(frozen_zope["pristine"], tmp_path / "z")
+    lines = (root / "bin" / "instance").read_text().splitlines(True)
+    head = lines[: next(i for i, line in enumerate(lines) if line.strip() == "]") + 1]
+    script = root / "bin" / "probe-specs"
+    script.write_text("".join(head) + PROBE)
+    script.chmod(0o755)
+    with_index = run_probe([bbrun, script], no_index=False)
+    without = run_probe([bbrun, script], no_index=True)
+    assert len(egg_entries(root, with_index["finders"])) > 70
+    assert "zope.interface" in with_index["specs"] and "Products.PageTemplates" in with_index["specs"]
+    assert_same_specs(root, with_index, without)

@@ -27,8 +27,13 @@ use crate::manifest::{EntryKind, Manifest, ManifestEntry, MANIFEST_PATH};
 use crate::packset::{for_each_chunk, open_checked, PackEntry, PackSet, Progress};
 use crate::tarball::{self, Compression};
 
-/// Memory the tail may use before it spills to a temporary file.
-const SPILL_AT: usize = 64 << 20;
+/// Memory the compressed tail may use before it spills to a temporary
+/// file: a 300 MB tree compresses to ~100 MB; spilling writes it twice.
+const SPILL_AT: usize = 512 << 20;
+/// Tar bytes per block handed to the compressing thread, and how many
+/// blocks may wait: the reader runs up to 32 MiB ahead.
+const BLOCK: usize = 1 << 20;
+const QUEUE_BLOCKS: usize = 32;
 /// The two zero blocks `tar::Builder` ends a stream with.
 const TAR_TRAILER: usize = 1024;
 
@@ -51,23 +56,29 @@ pub fn write_with_manifest<W: Write>(
         .expect("the manifest was just added");
     let head_len = at + 1;
 
-    // Tail: tar it into the compressor, hashing each file on the way.
+    // Tail: one thread reads, hashes and tars the files, well ahead of
+    // this one, which compresses: the two overlap like `tar | zstd`, and a
+    // deep queue between them hides the wait for a busy core.
     let mut hashes: Vec<Option<String>> = Vec::with_capacity(full.entries.len());
     let tail_set = PackSet {
         entries: full.entries[head_len..].to_vec(),
         mtime: full.mtime,
         skipped_sockets: vec![],
     };
-    let mut tail_hashes = vec![None; tail_set.entries.len()];
-    let spill = compress_part(compression, Spill::default(), |w| {
-        let mut b = tar::Builder::new(w);
-        tarball::append_entries(&mut b, &tail_set, "", &mut |i, e| {
-            let (reader, sha) = hashing_reader(e, progress)?;
-            tail_hashes[i] = Some(sha);
-            Ok(reader)
-        })?;
-        b.into_inner().context("cannot finish the tar stream")?;
-        Ok(())
+    let (spill, tail_hashes) = std::thread::scope(|scope| -> Result<_> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(QUEUE_BLOCKS);
+        let reader = scope.spawn(|| tar_hashing(&tail_set, tx, progress));
+        let spill = compress_part(compression, Spill::default(), |w| {
+            for block in rx {
+                w.write_all(&block).context("cannot compress")?;
+            }
+            Ok(())
+        });
+        // The reader's error (a file changed) explains a short stream.
+        let hashes = reader
+            .join()
+            .map_err(|_| anyhow::anyhow!("the reading thread panicked"))??;
+        Ok((spill?, hashes))
     })?;
 
     // Head: the entries before the manifest are few and small (.bbrun/).
@@ -78,10 +89,6 @@ pub fn write_with_manifest<W: Write>(
         });
     }
     let mut entries = Vec::with_capacity(set.entries.len());
-    let tail_hashes: Vec<Option<String>> = tail_hashes
-        .into_iter()
-        .map(|h| h.map(|h| h.finish()))
-        .collect();
     for (e, sha) in full.entries[..at]
         .iter()
         .zip(hashes)
@@ -144,40 +151,74 @@ fn compress_part<O: Write>(
     }
 }
 
-/// A sha256 that a reader feeds while the tar writer pulls the content.
-pub struct PendingHash(std::rc::Rc<std::cell::RefCell<Sha256>>);
+/// Tar `set` into blocks sent to `tx`, hashing each file as the tar
+/// writer pulls its content; returns each entry's sha256 (files only).
+fn tar_hashing(
+    set: &PackSet,
+    tx: std::sync::mpsc::SyncSender<Vec<u8>>,
+    progress: Progress,
+) -> Result<Vec<Option<String>>> {
+    let mut hashes: Vec<Option<String>> = vec![None; set.entries.len()];
+    let current = std::cell::RefCell::new(Sha256::new());
+    let mut last: Option<usize> = None;
+    let mut b = tar::Builder::new(ChannelWriter {
+        tx,
+        block: Vec::with_capacity(BLOCK),
+    });
+    tarball::append_entries(&mut b, set, "", &mut |i, e| {
+        // The previous file's content has been read in full by now.
+        if let Some(j) = last.replace(i) {
+            hashes[j] = Some(hex(&current.replace(Sha256::new()).finalize()));
+        }
+        Ok(Box::new(HashingReader {
+            inner: open_checked(e)?,
+            hash: &current,
+            progress,
+        }))
+    })?;
+    if let Some(j) = last {
+        hashes[j] = Some(hex(&current.replace(Sha256::new()).finalize()));
+    }
+    let mut w = b.into_inner().context("cannot finish the tar stream")?;
+    w.send_block()?;
+    Ok(hashes)
+}
 
-impl PendingHash {
-    fn finish(self) -> String {
-        let h = std::rc::Rc::try_unwrap(self.0)
-            .map(|c| c.into_inner())
-            .unwrap_or_else(|rc| rc.borrow().clone());
-        hex(&h.finalize())
+/// Tar output cut into blocks for the compressing thread.
+struct ChannelWriter {
+    tx: std::sync::mpsc::SyncSender<Vec<u8>>,
+    block: Vec<u8>,
+}
+
+impl ChannelWriter {
+    fn send_block(&mut self) -> std::io::Result<()> {
+        if self.block.is_empty() {
+            return Ok(());
+        }
+        let block = std::mem::replace(&mut self.block, Vec::with_capacity(BLOCK));
+        self.tx
+            .send(block)
+            .map_err(|_| std::io::Error::other("the compressor stopped"))
     }
 }
 
-impl Clone for PendingHash {
-    fn clone(&self) -> Self {
-        PendingHash(self.0.clone())
+impl Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.block.extend_from_slice(buf);
+        if self.block.len() >= BLOCK {
+            self.send_block()?;
+        }
+        Ok(buf.len())
     }
-}
 
-fn hashing_reader<'a>(
-    e: &'a PackEntry,
-    progress: Progress<'a>,
-) -> Result<(Box<dyn Read + 'a>, PendingHash)> {
-    let h = std::rc::Rc::new(std::cell::RefCell::new(Sha256::new()));
-    let reader = HashingReader {
-        inner: open_checked(e)?,
-        hash: h.clone(),
-        progress,
-    };
-    Ok((Box::new(reader), PendingHash(h)))
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 struct HashingReader<'a> {
     inner: Box<dyn Read + 'a>,
-    hash: std::rc::Rc<std::cell::RefCell<Sha256>>,
+    hash: &'a std::cell::RefCell<Sha256>,
     progress: Progress<'a>,
 }
 
@@ -373,14 +414,15 @@ mod tests {
     #[test]
     fn spill_goes_to_a_file_past_the_limit() {
         let mut s = Spill::default();
-        let chunk = vec![7u8; 1 << 20];
-        for _ in 0..(SPILL_AT >> 20) + 2 {
+        let chunk = vec![7u8; 16 << 20];
+        let n = SPILL_AT / chunk.len() + 2;
+        for _ in 0..n {
             s.write_all(&chunk).unwrap();
         }
         assert!(s.file.is_some() && s.mem.is_empty());
         let mut out = Vec::new();
         s.copy_to(&mut out).unwrap();
-        assert_eq!(out.len(), ((SPILL_AT >> 20) + 2) << 20);
+        assert_eq!(out.len(), n * chunk.len());
         assert!(out.iter().all(|&b| b == 7));
     }
 }
