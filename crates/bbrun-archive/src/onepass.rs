@@ -292,9 +292,7 @@ impl Write for Spill {
 impl Spill {
     fn copy_to(self, out: &mut dyn Write) -> Result<()> {
         match self.file {
-            None => out
-                .write_all(&self.mem)
-                .context("cannot write the archive"),
+            None => out.write_all(&self.mem).context("cannot write the archive"),
             Some(mut f) => {
                 f.seek(SeekFrom::Start(0))
                     .context("temporary file: cannot rewind")?;
@@ -403,8 +401,7 @@ mod tests {
         tree(d.path());
         let set = PackSet::from_tree(d.path()).unwrap();
         std::fs::write(d.path().join("lib/p3/m3.py"), b"shorter").unwrap();
-        let err = write_with_manifest(&set, Compression::Zstd(3), Vec::new(), &|_| {})
-            .unwrap_err();
+        let err = write_with_manifest(&set, Compression::Zstd(3), Vec::new(), &|_| {}).unwrap_err();
         assert!(
             format!("{err:#}").contains("changed while packing"),
             "{err:#}"

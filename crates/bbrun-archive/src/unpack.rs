@@ -508,7 +508,12 @@ fn set_mtime(path: &Path, secs: u64) {
     };
     // SAFETY: a valid NUL-terminated path and two timespecs.
     unsafe {
-        libc::utimensat(libc::AT_FDCWD, c.as_ptr(), [t, t].as_ptr(), libc::AT_SYMLINK_NOFOLLOW);
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            [t, t].as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        );
     }
 }
 
