@@ -157,3 +157,18 @@ def test_same_specs_on_the_zope_buildout(frozen_zope, bbrun, tmp_path):
     assert len(egg_entries(root, with_index["finders"])) > 70
     assert "zope.interface" in with_index["specs"] and "Products.PageTemplates" in with_index["specs"]
     assert_same_specs(root, with_index, without)
+
+
+def test_index_still_used_after_pack_and_install(moved, bbrun, tmp_path):
+    """An archive keeps directory mtimes (whole seconds) and install puts
+    them back, so the installed tree still uses the index."""
+    archive = tmp_path / "sample.tar.zst"
+    run([bbrun, "pack", moved, "--format", "tar.zst", "-o", archive])
+    dest = tmp_path / "installed"
+    run([bbrun, "install", archive, dest])
+    egg = next((dest / "eggs" / "v5").glob("BTrees-*"))
+    code = "import sys, BTrees; print(BTrees.__file__); print(type(sys.path_importer_cache[%r]).__name__)" % str(egg)
+    lines = run([bbrun, dest / "bin" / "py", "-c", code]).stdout.splitlines()
+    assert lines[0] == str(egg / "BTrees" / "__init__.py")
+    assert lines[1] == "IndexedFinder"
+    run([bbrun, "verify", dest])
