@@ -20,8 +20,8 @@ tree=$work/tree-$FILES
 mkdir -p "$work"
 
 command -v zstd >/dev/null || { echo "zstd not installed (apt-get install zstd)" >&2; exit 1; }
-cargo build --release -q -p bbrun
-bbrun=target/release/bbrun
+[ -n "${BBRUN:-}" ] || cargo build --release -q -p bbrun
+bbrun=${BBRUN:-target/release/bbrun}
 
 if [ ! -f "$tree/.done" ]; then
     rm -rf "$tree"

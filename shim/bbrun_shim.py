@@ -305,6 +305,17 @@ def hand_over_tree_script():
         pass
 
 
+def _install_import_index():
+    """The freeze-time import index (bbrun_index.py), if the tree has one."""
+    root = os.environ.get("BBRUN_ROOT")
+    if root:
+        try:
+            import bbrun_index
+        except ImportError:
+            return
+        bbrun_index.install(root)
+
+
 def activate(pairs=None):
     """Install the mapping in this process; safe to call more than once."""
     global _pairs
@@ -315,6 +326,7 @@ def activate(pairs=None):
         _keep_built_extensions()
     if os.environ.get(_ENV_HIDE_SITE):
         _hide_site_packages()
+    _install_import_index()
     if pairs:
         _pairs = pairs
         if not isinstance(sys.path, MappedPath):

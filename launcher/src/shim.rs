@@ -14,11 +14,13 @@ use crate::map::STATE_DIR;
 
 pub const SHIM_MODULE: &str = include_str!("../../shim/bbrun_shim.py");
 pub const SITECUSTOMIZE: &str = include_str!("../../shim/sitecustomize.py");
+pub const INDEX_MODULE: &str = include_str!("../../shim/bbrun_index.py");
 
 /// The files of the shim directory, by name.
-pub const FILES: [(&str, &str); 2] = [
+pub const FILES: [(&str, &str); 3] = [
     ("bbrun_shim.py", SHIM_MODULE),
     ("sitecustomize.py", SITECUSTOMIZE),
+    ("bbrun_index.py", INDEX_MODULE),
 ];
 
 /// Code the interpreter runs with `-c`. The shim's directory is put on
@@ -214,7 +216,7 @@ mod tests {
         let cache: Vec<_> = std::fs::read_dir(d.path().join("__pycache__"))
             .unwrap()
             .collect();
-        assert_eq!(cache.len(), 2);
+        assert_eq!(cache.len(), FILES.len());
     }
 
     #[test]

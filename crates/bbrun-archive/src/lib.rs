@@ -5,6 +5,7 @@
 
 pub mod deb;
 pub mod manifest;
+pub mod onepass;
 pub mod packset;
 pub mod reproducible;
 pub mod rpmpkg;

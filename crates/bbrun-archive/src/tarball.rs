@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use tar::{EntryType, Header};
 
 use crate::manifest::EntryKind;
-use crate::packset::{open_checked, PackSet, Progress};
+use crate::packset::{open_checked, PackEntry, PackSet, Progress};
 use crate::reproducible;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +53,27 @@ pub fn write_tar<W: Write>(set: &PackSet, root: &str, out: W, progress: Progress
                 .with_context(|| format!("{dir}: cannot write tar entry"))?;
         }
     }
+    append_entries(&mut b, set, prefix, &mut |_, e| {
+        Ok(Box::new(ProgressReader {
+            inner: open_checked(e)?,
+            progress,
+        }))
+    })?;
+    b.into_inner().context("cannot finish the tar stream")
+}
+
+/// Opens a file entry's content for the tar writer; called with the
+/// entry's index in the set.
+pub type Opener<'a, 'b> = dyn FnMut(usize, &'a PackEntry) -> Result<Box<dyn Read + 'a>> + 'b;
+
+/// Append `set`'s entries (under `prefix`, if not empty) to `b`, reading
+/// each file's content through `open`.
+pub fn append_entries<'a, W: Write>(
+    b: &mut tar::Builder<W>,
+    set: &'a PackSet,
+    prefix: &str,
+    open: &mut Opener<'a, '_>,
+) -> Result<()> {
     let name = |p: &str| -> String {
         if prefix.is_empty() {
             p.to_string()
@@ -60,7 +81,7 @@ pub fn write_tar<W: Write>(set: &PackSet, root: &str, out: W, progress: Progress
             format!("{prefix}/{p}")
         }
     };
-    for e in &set.entries {
+    for (i, e) in set.entries.iter().enumerate() {
         let path = name(&e.path);
         let ctx = || format!("{}: cannot write tar entry", e.path);
         match e.kind {
@@ -71,10 +92,7 @@ pub fn write_tar<W: Write>(set: &PackSet, root: &str, out: W, progress: Progress
             }
             EntryKind::File => {
                 let mut h = header(EntryType::Regular, e.mode, e.size, e.mtime.max(0) as u64);
-                let reader = ProgressReader {
-                    inner: open_checked(e)?,
-                    progress,
-                };
+                let reader = open(i, e)?;
                 b.append_data(&mut h, &path, reader).with_context(ctx)?;
             }
             EntryKind::Symlink => {
@@ -99,7 +117,7 @@ pub fn write_tar<W: Write>(set: &PackSet, root: &str, out: W, progress: Progress
             }
         }
     }
-    b.into_inner().context("cannot finish the tar stream")
+    Ok(())
 }
 
 /// Write `set` as a compressed tar stream to `out` and return `out`.

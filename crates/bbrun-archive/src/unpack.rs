@@ -248,6 +248,8 @@ struct Unpacker<'a> {
     symlinks: Vec<(String, String)>,
     /// Hardlinks to create once every file is written: (path, target).
     hardlinks: Vec<(String, String)>,
+    /// Directories' archived mtimes, set back once their content exists.
+    dir_mtimes: Vec<(String, u64)>,
     jobs: Option<mpsc::SyncSender<FileJob>>,
     writers: Vec<std::thread::JoinHandle<Result<()>>>,
     /// The process umask: a file created with its mode needs no chmod
@@ -283,6 +285,7 @@ impl<'a> Unpacker<'a> {
             file_modes: HashMap::new(),
             keep_modes: false,
             stripped: Vec::new(),
+            dir_mtimes: Vec::new(),
             entries: Vec::new(),
             symlinks: Vec::new(),
             hardlinks: Vec::new(),
@@ -378,6 +381,7 @@ impl<'a> Unpacker<'a> {
                     fs::create_dir(&abs)
                         .map_err(|e| self.err(&path, format!("cannot create directory: {e}")))?;
                 }
+                self.dir_mtimes.push((path.clone(), entry_mtime(entry)));
                 self.entries
                     .push(entry_of(&path, EntryKind::Dir, mode, 0, None));
                 // Set in `finish`, from the entry.
@@ -594,6 +598,14 @@ impl<'a> Unpacker<'a> {
             )
             .map_err(|e| self.err(&d.path, format!("cannot set mode: {e}")))?;
         }
+        // Last, deepest first, as tar does: creating a directory's content
+        // changed its mtime, and the import index (a frozen tree's
+        // .bbrun/index) trusts a directory only while its mtime is the
+        // packed one. Best effort: a wrong mtime only costs speed.
+        self.dir_mtimes.sort_by(|a, b| b.0.cmp(&a.0));
+        for (path, mtime) in &self.dir_mtimes {
+            set_mtime(&self.dest.join(path), *mtime);
+        }
         let entries = std::mem::take(&mut self.entries);
         Ok(Unpacked {
             manifest: Manifest::from_entries(entries),
@@ -601,6 +613,27 @@ impl<'a> Unpacker<'a> {
             stripped_modes: std::mem::take(&mut self.stripped),
             skipped_symlinks: skipped,
         })
+    }
+}
+
+/// Set a directory's mtime (and atime) to `secs`, following no symlink.
+fn set_mtime(path: &Path, secs: u64) {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return;
+    };
+    let t = libc::timespec {
+        tv_sec: secs as libc::time_t,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid NUL-terminated path and two timespecs.
+    unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            [t, t].as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        );
     }
 }
 

@@ -144,6 +144,8 @@ fn unpacks_files_dirs_links_with_modes_mtimes_and_hashes() {
     let app = fs::metadata(d.join("bin/app")).unwrap();
     assert_eq!(app.mode() & 0o7777, 0o755);
     assert_eq!(app.mtime(), 1_600_000_000);
+    // Directories too, though their content was created after them.
+    assert_eq!(fs::metadata(d.join("bin")).unwrap().mtime(), 1_600_000_000);
     assert_eq!(app.ino(), fs::metadata(d.join("bin/same")).unwrap().ino());
     let e = m.get("lib/deep/m.py").unwrap();
     assert_eq!(

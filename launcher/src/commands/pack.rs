@@ -14,10 +14,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{bail, Context, Result};
 use bbrun_archive::deb::{self, DebMeta};
-use bbrun_archive::manifest::EntryKind;
+use bbrun_archive::manifest::{EntryKind, MANIFEST_PATH};
+use bbrun_archive::onepass;
 use bbrun_archive::packset::PackSet;
 use bbrun_archive::rpmpkg::{self, RpmMeta};
-use bbrun_archive::tarball::{self, Compression};
+use bbrun_archive::tarball::Compression;
 use serde::Serialize;
 
 use crate::{fsutil, map, package};
@@ -240,7 +241,11 @@ pub fn run(args: Args) -> Result<i32> {
         );
     }
 
-    let bar = progress_bar(set.content_bytes() * 2);
+    // A tar archive is written in one read of the tree, hashing as it
+    // goes (bbrun_archive::onepass); packages hash first, then write.
+    let one_pass = matches!(args.format, Format::TarZst | Format::TarGz);
+    let passes = if one_pass { 1 } else { 2 };
+    let bar = progress_bar(set.content_bytes() * passes);
     let done = AtomicU64::new(0);
     let progress = |n: u64| {
         let total = done.fetch_add(n, Ordering::Relaxed) + n;
@@ -249,14 +254,18 @@ pub fn run(args: Args) -> Result<i32> {
     // BBRUN_PACK_TIMING=1 prints each phase's time (benches/pack.sh).
     let timing = std::env::var_os("BBRUN_PACK_TIMING").is_some();
     let t0 = std::time::Instant::now();
-    bar.set_message("hashing");
-    set.add_manifest(&progress)?;
+    if !one_pass {
+        bar.set_message("hashing");
+        set.add_manifest(&progress)?;
+    }
     bar.set_message("writing");
     let t1 = std::time::Instant::now();
 
+    let mut manifest = None;
     write_atomically(&output, |out| match args.format {
         Format::TarZst | Format::TarGz => {
-            tarball::write_compressed(&set, "", compression, out, &progress)?;
+            let (_, m) = onepass::write_with_manifest(&set, compression, out, &progress)?;
+            manifest = Some(m);
             Ok(())
         }
         Format::Deb => {
@@ -290,6 +299,10 @@ pub fn run(args: Args) -> Result<i32> {
         }
     })?;
     bar.finish_and_clear();
+    if let Some(m) = manifest {
+        // The summary below counts the manifest like any packed file.
+        set.put_file(MANIFEST_PATH, m.to_bytes(), Some(0o644))?;
+    }
     if timing {
         eprintln!(
             "bbrun pack: hashing {:.2}s, writing {:.2}s",

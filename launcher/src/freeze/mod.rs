@@ -6,6 +6,7 @@
 //! keeps the roots recorded by the first freeze).
 
 pub mod collect;
+pub mod index;
 pub mod scan;
 pub mod scripts;
 
@@ -209,6 +210,7 @@ pub fn freeze(root_arg: &Path, opts: &FreezeOptions) -> Result<FreezeReport> {
             },
         )?;
         map::save(&map_path, &map)?;
+        import_index(&root, &root_real_s, &map, &found)?;
     }
 
     let mut files: BTreeMap<String, Vec<InventoryEntry>> = BTreeMap::new();
@@ -228,6 +230,30 @@ pub fn freeze(root_arg: &Path, opts: &FreezeOptions) -> Result<FreezeReport> {
         files,
         notes,
     })
+}
+
+/// Write the import index (see [`index`]) for the scripts' sys.path.
+fn import_index(
+    root: &Path,
+    root_real: &str,
+    map: &RelocationMap,
+    found: &[scripts::FoundScript],
+) -> Result<()> {
+    let root_s = root.to_string_lossy();
+    let mut pairs = crate::relocate::rewrite_pairs(map, &root_s);
+    if root_real != root_s {
+        pairs.push((root_real.to_string(), root_s.to_string()));
+    }
+    let mut seeds: Vec<PathBuf> = found
+        .iter()
+        .flat_map(|f| f.sys_path.iter())
+        .map(|p| index::current_dir(p, &pairs))
+        .collect();
+    seeds.extend(index::venv_site_dirs(root));
+    seeds.sort();
+    seeds.dedup();
+    index::write(root, &seeds)?;
+    Ok(())
 }
 
 fn kind_name(kind: map::FileKind) -> String {

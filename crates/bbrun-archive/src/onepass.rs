@@ -1,0 +1,425 @@
+//! A compressed tar of a tree and its manifest in one read of the tree:
+//! each file is hashed as it streams into the compressor.
+//!
+//! The manifest sits at `.bbrun/manifest.tsv`, early in the sorted order,
+//! but it can only be written once every file is hashed. Reading the tree
+//! twice (hash everything, then write) doubles the I/O and leaves the
+//! compressor idle during the first pass. Instead the archive is made of
+//! two compressed frames (zstd) or members (gzip), which every decoder
+//! reads as one stream (zstd and gzip define concatenation so):
+//!
+//! 1. the tail — every entry after the manifest — is tarred and compressed
+//!    while its files are hashed, into a spill buffer (memory, then an
+//!    anonymous temporary file for big trees);
+//! 2. the head — the entries up to the manifest, then the manifest — is
+//!    compressed into the output, followed by the tail's bytes.
+//!
+//! The decompressed tar stream is byte for byte the one [`tarball`] writes
+//! for the same set (a test checks it), and each frame's bytes depend only
+//! on its input, so the archive stays reproducible for any thread count.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+
+use crate::manifest::{EntryKind, Manifest, ManifestEntry, MANIFEST_PATH};
+use crate::packset::{for_each_chunk, open_checked, PackEntry, PackSet, Progress};
+use crate::tarball::{self, Compression};
+
+/// Memory the compressed tail may use before it spills to a temporary
+/// file: a 300 MB tree compresses to ~100 MB; spilling writes it twice.
+const SPILL_AT: usize = 512 << 20;
+/// Tar bytes per block handed to the compressing thread, and how many
+/// blocks may wait: the reader runs up to 32 MiB ahead.
+const BLOCK: usize = 1 << 20;
+const QUEUE_BLOCKS: usize = 32;
+/// The two zero blocks `tar::Builder` ends a stream with.
+const TAR_TRAILER: usize = 1024;
+
+/// Write `set` (holding no manifest yet) with its manifest as a compressed
+/// tar to `out`; returns `out` and the manifest. Each file is read once.
+pub fn write_with_manifest<W: Write>(
+    set: &PackSet,
+    compression: Compression,
+    mut out: W,
+    progress: Progress,
+) -> Result<(W, Manifest)> {
+    // The final entry list, with the manifest (and any parent directory it
+    // needs) in place; its content is filled in once known.
+    let mut full = set.clone();
+    full.put_file(MANIFEST_PATH, Vec::new(), Some(0o644))?;
+    let at = full
+        .entries
+        .iter()
+        .position(|e| e.path == MANIFEST_PATH)
+        .expect("the manifest was just added");
+    let head_len = at + 1;
+
+    // Tail: one thread reads, hashes and tars the files, well ahead of
+    // this one, which compresses: the two overlap like `tar | zstd`, and a
+    // deep queue between them hides the wait for a busy core.
+    let mut hashes: Vec<Option<String>> = Vec::with_capacity(full.entries.len());
+    let tail_set = PackSet {
+        entries: full.entries[head_len..].to_vec(),
+        mtime: full.mtime,
+        skipped_sockets: vec![],
+    };
+    let (spill, tail_hashes) = std::thread::scope(|scope| -> Result<_> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(QUEUE_BLOCKS);
+        let reader = scope.spawn(|| tar_hashing(&tail_set, tx, progress));
+        let spill = compress_part(compression, Spill::default(), |w| {
+            for block in rx {
+                w.write_all(&block).context("cannot compress")?;
+            }
+            Ok(())
+        });
+        // The reader's error (a file changed) explains a short stream.
+        let hashes = reader
+            .join()
+            .map_err(|_| anyhow::anyhow!("the reading thread panicked"))??;
+        Ok((spill?, hashes))
+    })?;
+
+    // Head: the entries before the manifest are few and small (.bbrun/).
+    for e in &full.entries[..at] {
+        hashes.push(match e.kind {
+            EntryKind::File => Some(hash_entry(e, progress)?),
+            _ => None,
+        });
+    }
+    let mut entries = Vec::with_capacity(set.entries.len());
+    for (e, sha) in full.entries[..at]
+        .iter()
+        .zip(hashes)
+        .chain(full.entries[head_len..].iter().zip(tail_hashes))
+    {
+        // The manifest describes the set as given: directories the set did
+        // not hold (added only to carry the manifest) are not in it.
+        if set.get(&e.path).is_none() {
+            continue;
+        }
+        entries.push(manifest_entry(e, sha));
+    }
+    let manifest = Manifest::from_entries(entries);
+    full.put_file(MANIFEST_PATH, manifest.to_bytes(), Some(0o644))?;
+    let head_set = PackSet {
+        entries: full.entries[..head_len].to_vec(),
+        mtime: full.mtime,
+        skipped_sockets: vec![],
+    };
+    // The head's tar without the end-of-archive blocks: the tail carries them.
+    let mut b = tar::Builder::new(Vec::new());
+    tarball::append_entries(&mut b, &head_set, "", &mut |_, e| open_checked(e))?;
+    let mut head_tar = b.into_inner().context("cannot finish the tar stream")?;
+    head_tar.truncate(head_tar.len() - TAR_TRAILER);
+    let head = compress_part(compression, Vec::new(), |w| {
+        w.write_all(&head_tar).context("cannot compress")
+    })?;
+    out.write_all(&head).context("cannot write the archive")?;
+    spill.copy_to(&mut out)?;
+    Ok((out, manifest))
+}
+
+/// Compress what `body` writes as one frame (zstd) or member (gzip).
+fn compress_part<O: Write>(
+    compression: Compression,
+    out: O,
+    body: impl FnOnce(&mut dyn Write) -> Result<()>,
+) -> Result<O> {
+    match compression {
+        Compression::Zstd(level) => {
+            let enc = tarball::zstd_encoder(out, level, crate::reproducible::zstd_workers())?;
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, enc);
+            body(&mut w)?;
+            let enc = w
+                .into_inner()
+                .map_err(|e| e.into_error())
+                .context("cannot write the compressed stream")?;
+            enc.finish().context("zstd: cannot finish the stream")
+        }
+        Compression::Gzip(level) => {
+            let enc = flate2::GzBuilder::new().write(out, flate2::Compression::new(level.min(9)));
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, enc);
+            body(&mut w)?;
+            let enc = w
+                .into_inner()
+                .map_err(|e| e.into_error())
+                .context("cannot write the compressed stream")?;
+            enc.finish().context("gzip: cannot finish the stream")
+        }
+    }
+}
+
+/// Tar `set` into blocks sent to `tx`, hashing each file as the tar
+/// writer pulls its content; returns each entry's sha256 (files only).
+fn tar_hashing(
+    set: &PackSet,
+    tx: std::sync::mpsc::SyncSender<Vec<u8>>,
+    progress: Progress,
+) -> Result<Vec<Option<String>>> {
+    let mut hashes: Vec<Option<String>> = vec![None; set.entries.len()];
+    let current = std::cell::RefCell::new(Sha256::new());
+    let mut last: Option<usize> = None;
+    let mut b = tar::Builder::new(ChannelWriter {
+        tx,
+        block: Vec::with_capacity(BLOCK),
+    });
+    tarball::append_entries(&mut b, set, "", &mut |i, e| {
+        // The previous file's content has been read in full by now.
+        if let Some(j) = last.replace(i) {
+            hashes[j] = Some(hex(&current.replace(Sha256::new()).finalize()));
+        }
+        Ok(Box::new(HashingReader {
+            inner: open_checked(e)?,
+            hash: &current,
+            progress,
+        }))
+    })?;
+    if let Some(j) = last {
+        hashes[j] = Some(hex(&current.replace(Sha256::new()).finalize()));
+    }
+    let mut w = b.into_inner().context("cannot finish the tar stream")?;
+    w.send_block()?;
+    Ok(hashes)
+}
+
+/// Tar output cut into blocks for the compressing thread.
+struct ChannelWriter {
+    tx: std::sync::mpsc::SyncSender<Vec<u8>>,
+    block: Vec<u8>,
+}
+
+impl ChannelWriter {
+    fn send_block(&mut self) -> std::io::Result<()> {
+        if self.block.is_empty() {
+            return Ok(());
+        }
+        let block = std::mem::replace(&mut self.block, Vec::with_capacity(BLOCK));
+        self.tx
+            .send(block)
+            .map_err(|_| std::io::Error::other("the compressor stopped"))
+    }
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.block.extend_from_slice(buf);
+        if self.block.len() >= BLOCK {
+            self.send_block()?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+struct HashingReader<'a> {
+    inner: Box<dyn Read + 'a>,
+    hash: &'a std::cell::RefCell<Sha256>,
+    progress: Progress<'a>,
+}
+
+impl Read for HashingReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.borrow_mut().update(&buf[..n]);
+        (self.progress)(n as u64);
+        Ok(n)
+    }
+}
+
+fn hash_entry(e: &PackEntry, progress: Progress) -> Result<String> {
+    let mut h = Sha256::new();
+    for_each_chunk(e, &mut |chunk: &[u8]| {
+        h.update(chunk);
+        progress(chunk.len() as u64);
+        Ok(())
+    })?;
+    Ok(hex(&h.finalize()))
+}
+
+fn hex(d: &[u8]) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn manifest_entry(e: &PackEntry, sha256: Option<String>) -> ManifestEntry {
+    ManifestEntry {
+        path: e.path.clone(),
+        kind: e.kind,
+        mode: e.mode,
+        size: match e.kind {
+            EntryKind::Symlink => e.target.as_deref().map_or(0, |t| t.len() as u64),
+            _ => e.size,
+        },
+        sha256,
+        target: e.target.clone(),
+    }
+}
+
+/// Bytes kept in memory up to [`SPILL_AT`], then in an anonymous
+/// temporary file (gone when closed, whatever happens).
+#[derive(Default)]
+struct Spill {
+    mem: Vec<u8>,
+    file: Option<std::fs::File>,
+}
+
+impl Write for Spill {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Some(f) = &mut self.file {
+            return f.write(buf);
+        }
+        if self.mem.len() + buf.len() > SPILL_AT {
+            let mut f = anonymous_file()?;
+            f.write_all(&self.mem)?;
+            self.mem = Vec::new();
+            let n = f.write(buf)?;
+            self.file = Some(f);
+            return Ok(n);
+        }
+        self.mem.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Spill {
+    fn copy_to(self, out: &mut dyn Write) -> Result<()> {
+        match self.file {
+            None => out.write_all(&self.mem).context("cannot write the archive"),
+            Some(mut f) => {
+                f.seek(SeekFrom::Start(0))
+                    .context("temporary file: cannot rewind")?;
+                std::io::copy(&mut f, out).context("cannot write the archive")?;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// An unnamed file in the temporary directory (O_TMPFILE), or a named one
+/// unlinked at once where the file system lacks O_TMPFILE.
+fn anonymous_file() -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = std::env::temp_dir();
+    let tmp = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_TMPFILE)
+        .mode(0o600)
+        .open(&dir);
+    if let Ok(f) = tmp {
+        return Ok(f);
+    }
+    for i in 0..100u32 {
+        let p = dir.join(format!(".bbrun-pack-{}-{i}", std::process::id()));
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&p)
+        {
+            Ok(f) => {
+                let _ = std::fs::remove_file(&p);
+                return Ok(f);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::other("no temporary file name free"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree(r: &std::path::Path) {
+        let w = |p: &str, data: &[u8]| {
+            let p = r.join(p);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, data).unwrap();
+        };
+        w(".bbrun/map.toml", b"format = 1\n");
+        w(".bbrun/index/dirs.txt", b"x\n");
+        w(".bbrun/shim/a.py", b"pass\n");
+        w(".a-before", b"first\n");
+        for i in 0..300 {
+            let data: Vec<u8> = (0..(i * 97) % 20000).map(|x| (x * i) as u8).collect();
+            w(&format!("lib/p{}/m{i}.py", i % 7), &data);
+        }
+        std::os::unix::fs::symlink("lib/p1", r.join("link")).unwrap();
+        std::fs::hard_link(r.join("lib/p1/m1.py"), r.join("lib/p1/zz.py")).unwrap();
+    }
+
+    fn decompress(c: Compression, bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        match c {
+            Compression::Zstd(_) => {
+                zstd::stream::read::Decoder::new(bytes)
+                    .unwrap()
+                    .read_to_end(&mut out)
+                    .unwrap();
+            }
+            Compression::Gzip(_) => {
+                flate2::read::MultiGzDecoder::new(bytes)
+                    .read_to_end(&mut out)
+                    .unwrap();
+            }
+        };
+        out
+    }
+
+    #[test]
+    fn same_tar_stream_and_manifest_as_two_passes() {
+        let d = tempfile::tempdir().unwrap();
+        tree(d.path());
+        for c in [Compression::Zstd(3), Compression::Gzip(6)] {
+            let set = PackSet::from_tree(d.path()).unwrap();
+            let mut two = set.clone();
+            let want_manifest = two.add_manifest(&|_| {}).unwrap();
+            let want = tarball::write_compressed(&two, "", c, Vec::new(), &|_| {}).unwrap();
+            let (got, manifest) = write_with_manifest(&set, c, Vec::new(), &|_| {}).unwrap();
+            assert_eq!(manifest, want_manifest);
+            assert_eq!(decompress(c, &got), decompress(c, &want));
+            // Reproducible: the same bytes again.
+            let (again, _) = write_with_manifest(&set, c, Vec::new(), &|_| {}).unwrap();
+            assert_eq!(got, again);
+        }
+    }
+
+    #[test]
+    fn a_file_changed_while_packing_is_an_error() {
+        let d = tempfile::tempdir().unwrap();
+        tree(d.path());
+        let set = PackSet::from_tree(d.path()).unwrap();
+        std::fs::write(d.path().join("lib/p3/m3.py"), b"shorter").unwrap();
+        let err = write_with_manifest(&set, Compression::Zstd(3), Vec::new(), &|_| {}).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("changed while packing"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn spill_goes_to_a_file_past_the_limit() {
+        let mut s = Spill::default();
+        let chunk = vec![7u8; 16 << 20];
+        let n = SPILL_AT / chunk.len() + 2;
+        for _ in 0..n {
+            s.write_all(&chunk).unwrap();
+        }
+        assert!(s.file.is_some() && s.mem.is_empty());
+        let mut out = Vec::new();
+        s.copy_to(&mut out).unwrap();
+        assert_eq!(out.len(), n * chunk.len());
+        assert!(out.iter().all(|&b| b == 7));
+    }
+}

@@ -1,0 +1,174 @@
+"""The import index (freeze records where every importable name lives; the
+shim answers imports from it): same specs as the normal search, and never a
+stale answer after the tree changed."""
+
+import json
+import os
+import shutil
+
+import pytest
+
+from conftest import copy_tree, run
+
+# Runs inside bin/py (the script's own sys.path): every top-level name any
+# sys.path directory offers, and one level below each namespace package,
+# resolved with importlib.util.find_spec; plus which finder serves each entry.
+PROBE = r"""
+import importlib.util, json, os, sys
+
+def names_in(d):
+    out = set()
+    try:
+        listing = os.listdir(d)
+    except OSError:
+        return out
+    for n in listing:
+        base = n.split(".")[0]
+        if base.isidentifier():
+            out.add(base)
+    return out
+
+def describe(spec):
+    if spec is None:
+        return None
+    locs = spec.submodule_search_locations
+    return [spec.origin, None if locs is None else list(locs), type(spec.loader).__name__]
+
+specs = {}
+names = set()
+for entry in list(sys.path):
+    names |= names_in(entry or ".")
+for name in sorted(names):
+    try:
+        spec = importlib.util.find_spec(name)
+    except Exception as e:
+        specs[name] = "error: %s" % type(e).__name__
+        continue
+    specs[name] = describe(spec)
+    if spec is not None and (spec.loader is None or type(spec.loader).__name__ == "NamespaceLoader"):
+        for loc in spec.submodule_search_locations:
+            for sub in sorted(names_in(loc)):
+                full = name + "." + sub
+                specs[full] = describe(importlib.util.find_spec(full))
+finders = {e: type(sys.path_importer_cache.get(e)).__name__ for e in sys.path}
+print(json.dumps({"specs": specs, "finders": finders}))
+"""
+
+
+@pytest.fixture
+def moved(frozen_sample, tmp_path):
+    return copy_tree(frozen_sample["pristine"], tmp_path / "b")
+
+
+def probe(bbrun, root, tmp_path, no_index=False):
+    script = tmp_path / "probe_specs.py"
+    script.write_text(PROBE)
+    return run_probe([bbrun, root / "bin" / "py", script], no_index)
+
+
+def run_probe(cmd, no_index):
+    env = dict(os.environ)
+    env.pop("BBRUN_NO_INDEX", None)
+    if no_index:
+        env["BBRUN_NO_INDEX"] = "1"
+    return json.loads(run(cmd, env=env).stdout)
+
+
+def assert_same_specs(root, with_index, without):
+    # The index was really used for the eggs, and really off without it.
+    eggs = egg_entries(root, with_index["finders"])
+    assert eggs and all(with_index["finders"][e] == "IndexedFinder" for e in eggs)
+    assert "IndexedFinder" not in without["finders"].values()
+    assert len(with_index["specs"]) > 50
+    diff = {k: (v, without["specs"].get(k)) for k, v in with_index["specs"].items() if without["specs"].get(k) != v}
+    assert not diff
+    assert with_index["specs"] == without["specs"]
+
+
+def egg_entries(root, finders):
+    return [e for e in finders if e.startswith(str(root / "eggs") + "/")]
+
+
+def test_index_written_by_freeze(moved):
+    text = (moved / ".bbrun" / "index" / "dirs.txt").read_text()
+    lines = text.splitlines()
+    assert lines[0] == "bbrun-import-index 1"
+    rels = [line.split("\t")[0] for line in lines[1:]]
+    assert "src/demoapp" in rels  # the develop egg
+    assert any(r.startswith("eggs/") and r.endswith("/BTrees") for r in rels)  # a package below an egg
+    assert not any(r.startswith("/") for r in rels)  # relative: a moved tree still uses it
+
+
+def test_same_specs_with_and_without_index(moved, bbrun, tmp_path):
+    with_index = probe(bbrun, moved, tmp_path)
+    without = probe(bbrun, moved, tmp_path, no_index=True)
+    assert_same_specs(moved, with_index, without)
+    for name in ("BTrees", "zope.interface", "demoapp"):
+        assert with_index["specs"][name][0].startswith(str(moved) + "/"), name
+
+
+def test_module_added_after_freeze_is_found(moved, bbrun):
+    egg = next((moved / "eggs" / "v5").glob("BTrees-*"))
+    (egg / "added_after_freeze.py").write_text("X = 1\n")
+    code = "import added_after_freeze, sys; print(added_after_freeze.__file__); print(type(sys.path_importer_cache[%r]).__name__)" % str(egg)
+    lines = run([bbrun, moved / "bin" / "py", "-c", code]).stdout.splitlines()
+    assert lines[0] == str(egg / "added_after_freeze.py")
+    # The changed directory is searched the normal way.
+    assert lines[1] == "FileFinder"
+
+
+def test_module_removed_after_freeze_is_not_found(moved, bbrun, tmp_path):
+    egg = next((moved / "eggs" / "v5").glob("BTrees-*"))
+    shutil.rmtree(egg / "BTrees")
+    # A package that lost its __init__.py (its parent's mtime is unchanged)
+    # becomes a namespace portion, as it would in place.
+    zi = next((moved / "eggs" / "v5").glob("zope.interface-*"))
+    init = zi / "zope" / "interface" / "__init__.py"
+    init.unlink()
+    code = (
+        "import importlib.util, json\n"
+        "out = {}\n"
+        "for n in ('BTrees', 'zope.interface'):\n"
+        "    s = importlib.util.find_spec(n)\n"
+        "    out[n] = s and [s.origin, list(s.submodule_search_locations or [])]\n"
+        "print(json.dumps(out))\n"
+    )
+    env = dict(os.environ)
+    env.pop("BBRUN_NO_INDEX", None)
+    got = json.loads(run([bbrun, moved / "bin" / "py", "-c", code], env=env).stdout)
+    env["BBRUN_NO_INDEX"] = "1"
+    want = json.loads(run([bbrun, moved / "bin" / "py", "-c", code], env=env).stdout)
+    assert got == want
+    assert got["BTrees"] is None
+    assert got["zope.interface"][0] is None  # namespace: no origin file
+
+
+def test_same_specs_on_the_zope_buildout(frozen_zope, bbrun, tmp_path):
+    """Every top-level name (and every name one level into a namespace
+    package: zope.*, Products.*) on bin/instance's 80-egg sys.path."""
+    root = copy_tree(frozen_zope["pristine"], tmp_path / "z")
+    lines = (root / "bin" / "instance").read_text().splitlines(True)
+    head = lines[: next(i for i, line in enumerate(lines) if line.strip() == "]") + 1]
+    script = root / "bin" / "probe-specs"
+    script.write_text("".join(head) + PROBE)
+    script.chmod(0o755)
+    with_index = run_probe([bbrun, script], no_index=False)
+    without = run_probe([bbrun, script], no_index=True)
+    assert len(egg_entries(root, with_index["finders"])) > 70
+    assert "zope.interface" in with_index["specs"] and "Products.PageTemplates" in with_index["specs"]
+    assert_same_specs(root, with_index, without)
+
+
+def test_index_still_used_after_pack_and_install(moved, bbrun, tmp_path):
+    """An archive keeps directory mtimes (whole seconds) and install puts
+    them back, so the installed tree still uses the index."""
+    archive = tmp_path / "sample.tar.zst"
+    run([bbrun, "pack", moved, "--format", "tar.zst", "-o", archive])
+    dest = tmp_path / "installed"
+    run([bbrun, "install", archive, dest])
+    egg = next((dest / "eggs" / "v5").glob("BTrees-*"))
+    code = "import sys, BTrees; print(BTrees.__file__); print(type(sys.path_importer_cache[%r]).__name__)" % str(egg)
+    lines = run([bbrun, dest / "bin" / "py", "-c", code]).stdout.splitlines()
+    assert lines[0] == str(egg / "BTrees" / "__init__.py")
+    assert lines[1] == "IndexedFinder"
+    run([bbrun, "verify", dest])
