@@ -127,6 +127,14 @@ def main():
     bbrun = Path(sys.argv[1]).resolve() if len(sys.argv) > 1 else TARGET / "release" / "bbrun"
     runs = int(sys.argv[2]) if len(sys.argv) > 2 else 5
     tree = frozen_plone_tree(bbrun)
+    try:
+        check(tree, bbrun, runs)
+    finally:
+        # Leave the build root gone, as the tree's users expect it.
+        run(["rm", "-rf", WORK / "copies", WORK / tree["build_root"].relative_to(WORK).parts[0]])
+
+
+def check(tree, bbrun, runs):
     a, port = tree["build_root"], tree["port"]
     b = WORK / "copies" / "b"
     away = WORK / "copies" / "a-away"
