@@ -19,11 +19,13 @@ pub mod launch;
 pub mod map;
 pub mod native;
 pub mod package;
+pub mod packstate;
 pub mod pymodule;
 pub mod relocate;
 pub mod retarget;
 pub mod shebang;
 pub mod shim;
+pub mod state;
 pub mod tree;
 pub mod vendor;
 #[cfg(test)]

@@ -6,6 +6,7 @@
 pub mod deb;
 pub mod manifest;
 pub mod packset;
+pub mod pkgscripts;
 pub mod reproducible;
 pub mod rpmpkg;
 pub mod tarball;
