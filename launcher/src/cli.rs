@@ -42,10 +42,13 @@ enum Command {
     Verify(commands::verify::Args),
     /// Rewrite recorded files for the tree's current location (after cp -a / rsync).
     Relocate(commands::relocate::Args),
+    /// Put back the tree the last install replaced, keeping the application's state.
+    Rollback(commands::rollback::Args),
 }
 
 const COMMANDS: &[&str] = &[
-    "freeze", "run", "shebang", "check", "pack", "install", "verify", "relocate", "help",
+    "freeze", "run", "shebang", "check", "pack", "install", "verify", "relocate", "rollback",
+    "help",
 ];
 
 /// Entry point; returns the process exit code.
@@ -66,6 +69,7 @@ pub fn main() -> i32 {
         Command::Install(a) => commands::install::run(a),
         Command::Verify(a) => commands::verify::run(a),
         Command::Relocate(a) => commands::relocate::run(a),
+        Command::Rollback(a) => commands::rollback::run(a),
     })
 }
 

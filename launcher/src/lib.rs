@@ -27,6 +27,7 @@ pub mod shebang;
 pub mod shim;
 pub mod state;
 pub mod tree;
+pub mod upgrade;
 pub mod vendor;
 #[cfg(test)]
 mod vendor_tests;

@@ -31,6 +31,10 @@ pub struct Args {
     /// archive. Nothing is ever written through them.
     #[arg(long)]
     pub allow_external_symlinks: bool,
+    /// Upgrade even when an instance seems to run from DEST (a live pid
+    /// file, a held lock, a socket that answers).
+    #[arg(long)]
+    pub force: bool,
     /// Print a JSON summary.
     #[arg(long)]
     pub json: bool,
@@ -59,6 +63,7 @@ pub fn run(args: Args) -> Result<i32> {
         launcher,
         sync: !args.no_sync,
         allow_external_symlinks: args.allow_external_symlinks,
+        force: args.force,
     };
     let result = install::install(&args.archive, &args.dest, &opts, &|n| bar.set_position(n));
     bar.finish_and_clear();
@@ -82,6 +87,15 @@ pub fn run(args: Args) -> Result<i32> {
         for f in &report.rewritten {
             println!("  rewritten for {}: {f}", report.dest);
         }
+        if let Some(k) = &report.kept {
+            print_kept(k);
+        }
+        if let Some(b) = &report.backup {
+            println!(
+                "  previous tree kept at {b} (`bbrun rollback {}` swaps it back)",
+                report.dest
+            );
+        }
         for l in &report.external_symlinks {
             println!("  symlink out of the tree kept: {l}");
         }
@@ -92,4 +106,17 @@ pub fn run(args: Args) -> Result<i32> {
         );
     }
     Ok(0)
+}
+
+/// What an upgrade or a rollback carried over from the replaced tree.
+pub fn print_kept(k: &crate::upgrade::Moved) {
+    for p in &k.state {
+        println!("  application state kept: {p}");
+    }
+    for p in &k.unknown {
+        println!("  kept (not in the previous manifest): {p}");
+    }
+    for p in &k.left_in_backup {
+        println!("  left in the backup (the new tree has its own): {p}");
+    }
 }

@@ -5,6 +5,7 @@ pub mod freeze;
 pub mod install;
 pub mod pack;
 pub mod relocate;
+pub mod rollback;
 pub mod run;
 pub mod shebang;
 pub mod verify;
