@@ -74,9 +74,10 @@ def frozen_app(tmp_path_factory, dists, bbrun):
     etc = a / "parts" / "instance" / "etc"
     etc.mkdir(parents=True)
     (etc / "zope.conf").write_text(ZOPE_CONF.format(root=a))
-    # A script outside bin/ (zope2instance writes parts/instance/bin/interpreter).
+    # A script outside bin/ (zope2instance writes parts/instance/bin/interpreter)
+    # naming the venv's site-packages, which freeze collects into the tree.
     (a / "parts" / "instance" / "bin").mkdir()
-    shutil.copy2(a / "bin" / "py", a / "parts" / "instance" / "bin" / "interpreter")
+    shutil.copy2(a / "bin" / "buildout", a / "parts" / "instance" / "bin" / "interpreter")
     for rel, text in STATE_FILES.items():
         (a / rel).parent.mkdir(parents=True, exist_ok=True)
         (a / rel).write_text(text)
@@ -284,7 +285,8 @@ def test_verify_clean_after_move_relocate_pack_install_and_read_only(frozen_app,
     clean with a note, while a gained setuid bit fails."""
     moved = copy_tree(frozen_app["pristine"], tmp_path / "moved-by-hand")
     run([bbrun, "relocate", moved])
-    assert str(moved).encode() in (moved / "parts/instance/bin/interpreter").read_bytes()
+    body = (moved / "parts/instance/bin/interpreter").read_text()
+    assert str(moved) + "/.bbrun/external/" in body
     archive = tmp_path / "app.tar.zst"
     run([bbrun, "pack", moved, "--format", "tar.zst", "-o", archive])
     dest = tmp_path / "inst"
