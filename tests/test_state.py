@@ -391,3 +391,84 @@ def test_rpm_upgrade_keeps_state(frozen_app, bbrun, tmp_path):
         assert not (prefix / "bin").exists()
     finally:
         shutil.rmtree(prefix, ignore_errors=True)
+
+
+# A real application server (tests/appserver.py): data written over HTTP
+# survives an upgrade; a running instance blocks it. One cycle per format.
+
+
+def zope_v2(frozen_zope, tmp_path):
+    v2 = copy_tree(frozen_zope["pristine"], tmp_path / "zope-v2")
+    (v2 / "VERSION").write_text("2\n")
+    return v2
+
+
+def test_zope_archive_upgrade_keeps_data_written_over_http(frozen_zope, bbrun, tmp_path):
+    from appserver import add_folder, has_object, start_instance, stop_instance
+
+    pristine = frozen_zope["pristine"]
+    st = {p["path"]: p["class"] for p in state_table(pristine)["path"]}
+    assert st["var"] == "data" and st.get("var/filestorage/Data.fs*") == "data", st
+    v1 = tmp_path / "v1.tar.zst"
+    s = json.loads(run([bbrun, "pack", pristine, "--format", "tar.zst", "-o", v1, "--json", "--with-data"]).stdout)
+    assert "var/filestorage/Data.fs" in s["data_packed"]
+    assert not [p for p in s["data_packed"] if p.endswith((".lock", ".pid", ".log"))]
+    v2 = tmp_path / "v2.tar.zst"
+    run([bbrun, "pack", zope_v2(frozen_zope, tmp_path), "--format", "tar.zst", "-o", v2])
+    dest = tmp_path / "srv" / "zope"
+    run([bbrun, "install", v1, dest])
+    proc = run([bbrun, "verify", dest], check=False)
+    assert proc.returncode == 0, proc.stdout
+    port = frozen_zope["port"]
+    server = start_instance([dest / "bin" / "instance", "fg"], dest, port)
+    try:
+        assert has_object(port, frozen_zope["seed"])  # the initial data
+        add_folder(port, "written-before-upgrade")
+        proc = run([bbrun, "install", v2, dest], check=False)
+        assert proc.returncode == 2 and "an instance is running" in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
+        assert not (dest / "VERSION").exists()
+    finally:
+        stop_instance(server)
+    run([bbrun, "install", v2, dest])
+    assert (dest / "VERSION").read_text() == "2\n"
+    server = start_instance([dest / "bin" / "instance", "fg"], dest, port)
+    try:
+        assert has_object(port, "written-before-upgrade")
+        assert has_object(port, frozen_zope["seed"])
+    finally:
+        stop_instance(server)
+
+
+def test_zope_deb_upgrade_keeps_data_written_over_http(frozen_zope, bbrun, tmp_path):
+    if not shutil.which("dpkg"):
+        pytest.skip("dpkg not available")
+    from appserver import add_folder, has_object, start_instance, stop_instance
+
+    name = unique()
+    prefix = Path("/opt") / name
+    debs = []
+    for version, src in [("1.0", frozen_zope["pristine"]), ("2.0", zope_v2(frozen_zope, tmp_path))]:
+        deb = tmp_path / ("zope-%s.deb" % version)
+        run([bbrun, "pack", src, "--format", "deb", "-o", deb, "--prefix", prefix, "--name", name,
+             "--version", version])
+        debs.append(deb)
+    port = frozen_zope["port"]
+    try:
+        run(["dpkg", "--force-depends", "-i", debs[0]])
+        assert not (prefix / "var/filestorage/Data.fs").exists()
+        server = start_instance([prefix / "bin" / "instance", "fg"], prefix, port)
+        try:
+            add_folder(port, "written-by-deb-v1")
+        finally:
+            stop_instance(server)
+        run(["dpkg", "--force-depends", "-i", debs[1]])
+        assert (prefix / "VERSION").read_text() == "2\n"
+        server = start_instance([prefix / "bin" / "instance", "fg"], prefix, port)
+        try:
+            assert has_object(port, "written-by-deb-v1")
+        finally:
+            stop_instance(server)
+    finally:
+        subprocess.run(["dpkg", "-P", name], capture_output=True)
+        shutil.rmtree(prefix, ignore_errors=True)
