@@ -288,7 +288,8 @@ pub fn classify(
                 path,
                 reason: "application state (changes at run time)",
             });
-        } else if path.ends_with(".pyc") && path.contains("__pycache__/") || path.ends_with("__pycache__")
+        } else if path.ends_with(".pyc") && path.contains("__pycache__/")
+            || path.ends_with("__pycache__")
         {
             report.expected.push(Expected {
                 path,
@@ -427,7 +428,10 @@ mod tests {
     fn modes_tell_read_only_from_gained_bits() {
         assert!(!mode_change("a", 0o755, 0o555).error);
         assert!(!mode_change("a", 0o644, 0o444).error);
-        assert_eq!(mode_change("a", 0o644, 0o755).what, "gained exec permission");
+        assert_eq!(
+            mode_change("a", 0o644, 0o755).what,
+            "gained exec permission"
+        );
         assert_eq!(mode_change("a", 0o755, 0o4755).what, "gained setuid/setgid");
         assert!(mode_change("a", 0o644, 0o664).error);
         assert!(mode_change("a", 0o644, 0o600).error);
