@@ -129,7 +129,11 @@ pub fn install(
                 report.backup = Some(prev.display().to_string());
             }
             Err(e) => {
-                let _ = remove_tree(&staging);
+                // A journal left behind means state could not go back:
+                // the staging tree holds it, the next run moves it back.
+                if !upgrade::journal_path(&parent, &name).exists() {
+                    let _ = remove_tree(&staging);
+                }
                 return Err(e);
             }
         }
@@ -342,8 +346,9 @@ pub(crate) fn swap_keeping_state(
     let (moved, journal) = upgrade::move_into(dest, other, policy, parent, name)?;
     let paths: Vec<String> = moved.state.iter().chain(&moved.unknown).cloned().collect();
     let fail = |e: anyhow::Error| {
-        upgrade::undo(dest, other, &paths);
-        let _ = fs::remove_file(&journal);
+        if upgrade::undo(dest, other, &paths) {
+            let _ = fs::remove_file(&journal);
+        }
         Err(e)
     };
     let prev = upgrade::prev_path(parent, name);

@@ -292,8 +292,9 @@ pub fn move_into(
         Ok(())
     })();
     if let Err(e) = result {
-        undo(from, to, &paths);
-        let _ = fs::remove_file(&journal);
+        if undo(from, to, &paths) {
+            let _ = fs::remove_file(&journal);
+        }
         return Err(e);
     }
     fsutil::sync_dir(parent);
@@ -301,14 +302,28 @@ pub fn move_into(
 }
 
 /// Put back what moved from `from` to `to` (after a failed swap).
-pub fn undo(from: &Path, to: &Path, paths: &[String]) {
+/// `false` when something could not go back (it stays in `to`, and the
+/// journal must stay too).
+pub fn undo(from: &Path, to: &Path, paths: &[String]) -> bool {
+    let mut all = true;
     for rel in paths.iter().rev() {
         let src = to.join(rel);
         let dst = from.join(rel);
         if fs::symlink_metadata(&src).is_ok() && fs::symlink_metadata(&dst).is_err() {
-            let _ = fs::rename(&src, &dst);
+            all &= fs::rename(&src, &dst).is_ok();
         }
     }
+    all
+}
+
+/// This run's journal beside DEST; while it exists, the tree it names as
+/// `to` may hold state and must not be deleted.
+pub fn journal_path(parent: &Path, name: &str) -> PathBuf {
+    parent.join(format!(
+        "{}{}.toml",
+        journal_prefix(name),
+        std::process::id()
+    ))
 }
 
 /// Undo what moved for [`move_into`] calls of dead runs: a path still in
@@ -348,7 +363,14 @@ pub fn recover_journals(parent: &Path, name: &str) -> Result<()> {
                     j.to
                 );
             }
-            undo(Path::new(&j.from), Path::new(&j.to), &j.moved);
+            if !undo(Path::new(&j.from), Path::new(&j.to), &j.moved) {
+                bail!(
+                    "{}: an interrupted upgrade left state in {} that cannot go back to {}; move the paths it lists by hand, then remove it",
+                    e.path().display(),
+                    j.to,
+                    j.from
+                );
+            }
             fs::remove_file(e.path())
                 .with_context(|| format!("{}: cannot remove", e.path().display()))?;
         }
