@@ -193,6 +193,10 @@ def test_upgrade_keeps_state_refuses_running_instance_and_rolls_back(frozen_app,
     # The archive's data is the initial state of a fresh install.
     db = dest / "var/filestorage/Data.fs"
     assert db.read_text() == "initial database\n"
+    # Nothing to roll back to yet: one line, nothing touched.
+    proc = run([bbrun, "rollback", dest], check=False)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert "no previous tree to roll back to" in proc.stderr
     assert run([bbrun, "verify", dest]).returncode == 0
     # The application writes data, logs, a pid file; the user adds a file.
     with open(db, "a") as f:
