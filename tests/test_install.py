@@ -260,7 +260,8 @@ def test_reinstall_replaces_and_recovers_from_killed_runs(frozen_parts, bbrun, t
     (stale / "junk").mkdir(parents=True)
     dest.rename(tmp_path / ".app.bbrun-old.999998")
     run([bbrun, "install", frozen_parts["gz"], dest])
-    assert leftovers(tmp_path, "app") == []
+    # The replaced tree is kept for `bbrun rollback` (docs/state.md).
+    assert leftovers(tmp_path, "app") == [".app.bbrun-prev"]
     assert (dest / "bin").stat().st_ino != old_inode
     assert run([bbrun, "verify", dest]).returncode == 0
 
@@ -285,7 +286,7 @@ def test_kill_9_leaves_old_or_new_and_rerun_finishes(frozen_parts, bbrun, tmp_pa
         # Whatever the moment, DEST is a complete tree (old or new).
         assert run([bbrun, "verify", dest]).returncode == 0
         run([bbrun, "install", frozen_parts["gz"], dest])
-        assert leftovers(tmp_path, "app") == []
+        assert leftovers(tmp_path, "app") == [".app.bbrun-prev"]
         assert run([bbrun, "verify", dest]).returncode == 0
 
 

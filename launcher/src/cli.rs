@@ -44,11 +44,13 @@ enum Command {
     Relocate(commands::relocate::Args),
     /// Re-run zc.buildout in a frozen tree: offline, no compiler, restored if it fails.
     Buildout(commands::buildout::Args),
+    /// Put back the tree the last install replaced, keeping the application's state.
+    Rollback(commands::rollback::Args),
 }
 
 const COMMANDS: &[&str] = &[
     "freeze", "run", "shebang", "check", "pack", "install", "verify", "relocate", "buildout",
-    "help",
+    "rollback", "help",
 ];
 
 /// Entry point; returns the process exit code.
@@ -70,6 +72,7 @@ pub fn main() -> i32 {
         Command::Verify(a) => commands::verify::run(a),
         Command::Relocate(a) => commands::relocate::run(a),
         Command::Buildout(a) => commands::buildout::run(a),
+        Command::Rollback(a) => commands::rollback::run(a),
     })
 }
 

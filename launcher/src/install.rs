@@ -24,6 +24,7 @@ use crate::fsutil;
 use crate::map;
 use crate::retarget;
 use crate::tree::FrozenTree;
+use crate::upgrade;
 use crate::verify;
 
 #[derive(Debug, Serialize)]
@@ -45,6 +46,12 @@ pub struct InstallReport {
     /// Entries installed with fewer mode bits than archived, as
     /// `path: 4755 -> 0755` (see `--keep-modes`).
     pub stripped_modes: Vec<String>,
+    /// What an upgrade kept from the previous tree (state, unknown files).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kept: Option<upgrade::Moved>,
+    /// Where the previous tree is kept (`bbrun rollback DEST` swaps it back).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup: Option<String>,
     pub seconds: f64,
 }
 
@@ -59,6 +66,8 @@ pub struct InstallOptions {
     pub allow_external_symlinks: bool,
     /// Keep setuid/setgid/sticky bits and group/world write as archived.
     pub keep_modes: bool,
+    /// Upgrade even when an instance seems to run from DEST.
+    pub force: bool,
 }
 
 /// Install `archive` at `dest`. `progress` gets the compressed bytes read
@@ -95,6 +104,27 @@ pub fn install(
     fs::create_dir_all(&parent).with_context(|| format!("{}: cannot create", parent.display()))?;
     recover(&parent, &name, &dest)?;
     let replacing = check_dest(&dest)?;
+    let prev = upgrade::prev_path(&parent, &name);
+    if replacing {
+        // Fail before the long part: a running instance, or a backup of
+        // an earlier upgrade that still holds state (never deleted).
+        if !opts.force {
+            upgrade::check_not_running(&dest, &upgrade::policy_of(&dest))?;
+        }
+        if prev.exists() && upgrade::holds_state(&prev) {
+            bail!(
+                "{}: the backup of an earlier upgrade holds application state; move it away (or `bbrun rollback {}`) first",
+                prev.display(),
+                dest.display()
+            );
+        }
+        // Only one backup is kept, and it goes now: peak disk use stays
+        // at two trees (DEST and the staged one).
+        if prev.exists() {
+            remove_tree(&prev)
+                .with_context(|| format!("{}: cannot remove the older backup", prev.display()))?;
+        }
+    }
 
     let staging = parent.join(format!(".{name}.bbrun-staging.{}", std::process::id()));
     fs::create_dir(&staging)
@@ -107,9 +137,26 @@ pub fn install(
             return Err(e);
         }
     };
-    if let Err(e) = put_in_place(&staging, &dest, &parent, &name, replacing) {
-        let _ = remove_tree(&staging);
-        return Err(e);
+    if !replacing {
+        if let Err(e) = put_in_place(&staging, &dest, &parent) {
+            let _ = remove_tree(&staging);
+            return Err(e);
+        }
+    } else {
+        match upgrade_in_place(&staging, &dest, &parent, &name, opts.force) {
+            Ok(kept) => {
+                report.kept = Some(kept);
+                report.backup = Some(prev.display().to_string());
+            }
+            Err(e) => {
+                // A journal left behind means state could not go back:
+                // the staging tree holds it, the next run moves it back.
+                if !upgrade::journal_path(&parent, &name).exists() {
+                    let _ = remove_tree(&staging);
+                }
+                return Err(e);
+            }
+        }
     }
     report.replaced = replacing;
     report.seconds = started.elapsed().as_secs_f64();
@@ -220,6 +267,8 @@ fn stage(
             .iter()
             .map(|(p, from, to)| format!("{p}: {from:04o} -> {to:04o}"))
             .collect(),
+        kept: None,
+        backup: None,
         seconds: 0.0,
     })
 }
@@ -301,49 +350,96 @@ fn check_dest(dest: &Path) -> Result<bool> {
     Ok(true)
 }
 
-/// Move the staged tree to DEST: a rename onto a missing or empty DEST, an
-/// atomic exchange with a previous tree (then removed).
-fn put_in_place(
+/// Move the staged tree to a missing or empty DEST.
+fn put_in_place(staging: &Path, dest: &Path, parent: &Path) -> Result<()> {
+    // rename(2) also replaces an empty directory, atomically.
+    fs::rename(staging, dest)
+        .with_context(|| format!("{}: cannot move the new tree into place", dest.display()))?;
+    fsutil::sync_dir(parent);
+    Ok(())
+}
+
+/// Replace the tree at DEST with the staged one, keeping DEST's state
+/// (moved into the staged tree just before the swap) and the old tree as
+/// `.DEST.bbrun-prev`.
+fn upgrade_in_place(
     staging: &Path,
     dest: &Path,
     parent: &Path,
     name: &str,
-    replacing: bool,
-) -> Result<()> {
-    if !replacing {
-        // rename(2) also replaces an empty directory, atomically.
-        fs::rename(staging, dest)
-            .with_context(|| format!("{}: cannot move the new tree into place", dest.display()))?;
-        fsutil::sync_dir(parent);
-        return Ok(());
+    force: bool,
+) -> Result<upgrade::Moved> {
+    let policy = upgrade::union(&upgrade::policy_of(dest), &upgrade::policy_of(staging));
+    if !force {
+        upgrade::check_not_running(dest, &policy)?;
     }
-    match exchange(staging, dest) {
+    swap_keeping_state(dest, staging, &policy, parent, name)
+}
+
+/// Move `dest`'s state into `other`, then swap the two trees atomically;
+/// afterwards `other`'s tree is at `dest` and the former `dest` is at
+/// `.DEST.bbrun-prev`. On failure everything is as before.
+pub(crate) fn swap_keeping_state(
+    dest: &Path,
+    other: &Path,
+    policy: &crate::state::StatePolicy,
+    parent: &Path,
+    name: &str,
+) -> Result<upgrade::Moved> {
+    let (moved, journal) = upgrade::move_into(dest, other, policy, parent, name)?;
+    let paths: Vec<String> = moved.state.iter().chain(&moved.unknown).cloned().collect();
+    let fail = |e: anyhow::Error| {
+        if upgrade::undo(dest, other, &paths) {
+            let _ = fs::remove_file(&journal);
+        }
+        Err(e)
+    };
+    let prev = upgrade::prev_path(parent, name);
+    match exchange(other, dest) {
         Ok(()) => {
             fsutil::sync_dir(parent);
-            // `staging` now holds the previous tree.
-            let _ = remove_tree(staging);
-            return Ok(());
+            // `other` now holds the former tree, without its state.
+            if other != prev {
+                if prev.exists() {
+                    let _ = remove_tree(&prev);
+                }
+                let _ = fs::rename(other, &prev);
+            }
         }
         Err(e) if !matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) => {
-            return Err(e).with_context(|| {
-                format!("{}: cannot swap the new tree into place", dest.display())
-            })
+            return fail(anyhow::Error::new(e).context(format!(
+                "{}: cannot swap the new tree into place",
+                dest.display()
+            )));
         }
-        Err(_) => {}
-    }
-    // No RENAME_EXCHANGE on this filesystem: two renames, with the old tree
-    // kept as a backup that a re-run puts back if we die in between.
-    let backup = parent.join(format!(".{name}.bbrun-old.{}", std::process::id()));
-    fs::rename(dest, &backup)
-        .with_context(|| format!("{}: cannot move the previous tree aside", dest.display()))?;
-    if let Err(e) = fs::rename(staging, dest) {
-        let _ = fs::rename(&backup, dest);
-        return Err(e)
-            .with_context(|| format!("{}: cannot move the new tree into place", dest.display()));
+        Err(_) => {
+            // No RENAME_EXCHANGE on this filesystem: two renames, with the
+            // old tree first renamed to a backup that a re-run puts back if
+            // we die in between.
+            let backup = parent.join(format!(".{name}.bbrun-old.{}", std::process::id()));
+            if let Err(e) = fs::rename(dest, &backup) {
+                return fail(anyhow::Error::new(e).context(format!(
+                    "{}: cannot move the previous tree aside",
+                    dest.display()
+                )));
+            }
+            if let Err(e) = fs::rename(other, dest) {
+                let _ = fs::rename(&backup, dest);
+                return fail(anyhow::Error::new(e).context(format!(
+                    "{}: cannot move the new tree into place",
+                    dest.display()
+                )));
+            }
+            fsutil::sync_dir(parent);
+            if prev.exists() {
+                let _ = remove_tree(&prev);
+            }
+            let _ = fs::rename(&backup, &prev);
+        }
     }
     fsutil::sync_dir(parent);
-    let _ = remove_tree(&backup);
-    Ok(())
+    let _ = fs::remove_file(&journal);
+    Ok(moved)
 }
 
 fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
@@ -367,8 +463,10 @@ fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
 }
 
 /// Clean what killed runs left beside DEST. A backup whose run died between
-/// its two renames (DEST missing) goes back to DEST first.
-fn recover(parent: &Path, name: &str, dest: &Path) -> Result<()> {
+/// its two renames (DEST missing) goes back to DEST first; then state moved
+/// by a dead run goes back to DEST (see `upgrade.rs`); a backup of a run
+/// that finished its swap becomes `.DEST.bbrun-prev`.
+pub(crate) fn recover(parent: &Path, name: &str, dest: &Path) -> Result<()> {
     let staging_prefix = format!(".{name}.bbrun-staging.");
     let backup_prefix = format!(".{name}.bbrun-old.");
     let entries =
@@ -396,6 +494,16 @@ fn recover(parent: &Path, name: &str, dest: &Path) -> Result<()> {
                     path.display()
                 )
             })?;
+        }
+    }
+    upgrade::recover_journals(parent, name)?;
+    let prev = upgrade::prev_path(parent, name);
+    for (path, is_backup) in &stale {
+        if !path.exists() {
+            continue;
+        }
+        if *is_backup && !prev.exists() {
+            let _ = fs::rename(path, &prev);
             continue;
         }
         remove_tree(path)
@@ -412,6 +520,18 @@ fn is_restorable(path: &Path) -> bool {
     fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
         && fs::symlink_metadata(map::map_path(path)).is_ok_and(|m| m.is_file())
         && map::load(&map::map_path(path)).is_ok()
+}
+
+/// Whether a process runs with `pid`. Our own PID counts as dead: this
+/// run has created nothing yet, so such a leftover is from a dead process
+/// whose PID we inherited.
+pub(crate) fn alive(pid: i32) -> bool {
+    if pid == std::process::id() as i32 {
+        return false;
+    }
+    // SAFETY: signal 0 only checks that the process exists.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 /// `remove_dir_all` that also copes with read-only directories (an
@@ -432,6 +552,16 @@ pub(crate) fn remove_tree(path: &Path) -> std::io::Result<()> {
         }
     }
     fs::remove_dir_all(path)
+}
+
+/// A directory with [`remove_tree`], anything else (a file, a symlink)
+/// with `remove_file`.
+pub(crate) fn remove_tree_or_file(path: &Path) -> std::io::Result<()> {
+    if fs::symlink_metadata(path)?.is_dir() {
+        remove_tree(path)
+    } else {
+        fs::remove_file(path)
+    }
 }
 
 fn sync_filesystem(path: &Path) {

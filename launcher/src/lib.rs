@@ -26,6 +26,7 @@ pub mod map;
 pub mod map_check;
 pub mod native;
 pub mod package;
+pub mod packstate;
 pub mod pymodule;
 pub mod pyview;
 pub mod relocate;
@@ -33,7 +34,9 @@ pub mod retarget;
 pub mod safedir;
 pub mod shebang;
 pub mod shim;
+pub mod state;
 pub mod tree;
+pub mod upgrade;
 pub mod vendor;
 #[cfg(test)]
 mod vendor_tests;

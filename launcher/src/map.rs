@@ -37,6 +37,10 @@ pub struct RelocationMap {
     /// Paths outside the root that the tree needed, copied into the tree.
     #[serde(default, rename = "prefix")]
     pub prefixes: Vec<CollectedPrefix>,
+    /// Which paths hold application state (data, logs, runtime files):
+    /// packed without, kept on upgrade, never rewritten. See `state.rs`.
+    #[serde(default, skip_serializing_if = "crate::state::StatePolicy::is_empty")]
+    pub state: crate::state::StatePolicy,
 }
 
 /// Where the tree was built. Both forms are recorded: buildout passes egg
@@ -331,6 +335,7 @@ mod tests {
                 buildout: false,
             }],
             prefixes: vec![],
+            state: Default::default(),
         }
     }
 

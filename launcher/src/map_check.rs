@@ -63,6 +63,14 @@ pub fn validate(map: &RelocationMap, path: &Path) -> Result<()> {
     for dir in i.site_dirs.iter().flatten() {
         absolute("interpreter.site_dirs", dir, path)?;
     }
+    // A state path outside the tree would make install move (and rollback
+    // take) files that are not the tree's.
+    for p in &map.state.paths {
+        relative_inside("state.path", p.path.trim_end_matches('*'), path)?;
+    }
+    for p in &map.state.not_state {
+        relative_inside("state.not_state", p.trim_end_matches('*'), path)?;
+    }
     Ok(())
 }
 
@@ -164,6 +172,7 @@ mod tests {
             },
             scripts: vec![],
             prefixes: vec![],
+            state: Default::default(),
         }
     }
 

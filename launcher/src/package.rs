@@ -33,7 +33,10 @@ pub fn prepare_for_prefix(
     let inv_path = map::inventory_path(root);
     if inv_path.exists() {
         for entry in map::load_inventory(&inv_path)?.files {
-            if entry.action != Action::RewriteOnRelocate || !is_file(set, &entry.path) {
+            if entry.action != Action::RewriteOnRelocate
+                || !is_file(set, &entry.path)
+                || map.state.is_state(&entry.path)
+            {
                 continue;
             }
             let path = root.join(&entry.path);
@@ -74,6 +77,30 @@ pub fn prepare_for_prefix(
         changed += 1;
     }
     Ok(changed)
+}
+
+/// The tree's configuration files, which a package marks as conffiles
+/// (deb) or `%config(noreplace)` (rpm) so an admin's edits survive an
+/// upgrade: the config files the inventory records (zope.conf, wsgi.ini
+/// ...) and buildout.cfg, when packed as regular files.
+pub fn config_files(set: &PackSet, root: &Path, map: &RelocationMap) -> Result<Vec<String>> {
+    let mut out = vec![];
+    let inv_path = map::inventory_path(root);
+    if inv_path.exists() {
+        for e in map::load_inventory(&inv_path)?.files {
+            if e.kind == map::FileKind::Config && !e.path.starts_with(map::STATE_DIR) {
+                out.push(e.path);
+            }
+        }
+    }
+    out.push("buildout.cfg".to_string());
+    out.retain(|p| {
+        set.get(p)
+            .is_some_and(|e| e.kind == EntryKind::File && !map.state.is_state(p))
+    });
+    out.sort();
+    out.dedup();
+    Ok(out)
 }
 
 fn is_file(set: &PackSet, path: &str) -> bool {
@@ -209,6 +236,7 @@ mod tests {
                 buildout: false,
             }],
             prefixes: vec![],
+            state: Default::default(),
         };
         map::save(&map::map_path(root), &map).unwrap();
         let inv = Inventory {

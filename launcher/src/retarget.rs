@@ -76,6 +76,9 @@ pub fn retarget(root: &Path, new_root: &str) -> Result<RetargetReport> {
             .files
             .iter()
             .filter(|e| e.action == Action::RewriteOnRelocate)
+            // Logs and databases keep their history, even when an older
+            // inventory lists them.
+            .filter(|e| !map.state.is_state(&e.path))
         {
             let path = checked_path(root, &real_root, &entry.path)?;
             let Some(path) = path else {
@@ -255,6 +258,7 @@ mod tests {
             },
             scripts: vec![],
             prefixes: vec![],
+            state: Default::default(),
         };
         map::save(&map::map_path(root), &map).unwrap();
         map::save_inventory(

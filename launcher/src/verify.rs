@@ -20,14 +20,44 @@ pub struct Expected {
     pub reason: &'static str,
 }
 
+/// A permission difference, told apart from content: removing write bits
+/// (a read-only install) is harmless; anything else fails the check.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ModeChange {
+    pub path: String,
+    /// Octal, as packed and as now.
+    pub packed: String,
+    pub now: String,
+    /// Fails the check (gained bits, lost read or exec bits).
+    pub error: bool,
+    pub what: &'static str,
+}
+
+/// A file not owned like the tree's root: someone else can change it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct OwnerChange {
+    pub path: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
 #[derive(Debug, Default, Serialize)]
 pub struct VerifyReport {
     pub root: String,
     /// Differences that are not bbrun's doing: each one fails the check.
     pub added: Vec<String>,
     pub missing: Vec<String>,
+    /// Content (or kind, or link target) differs.
     pub changed: Vec<String>,
+    /// Permission bits differ (content may be the same).
+    pub mode_changed: Vec<ModeChange>,
+    /// Owner differs from the tree root's (root_uid, root_gid).
+    pub owner_changed: Vec<OwnerChange>,
+    pub root_uid: u32,
+    pub root_gid: u32,
     pub expected: Vec<Expected>,
+    /// Harmless differences worth knowing (write bits removed).
+    pub notes: Vec<String>,
     pub ok: bool,
 }
 
@@ -47,14 +77,72 @@ pub fn verify_tree(root: &Path) -> Result<VerifyReport> {
     // nothing counts as bbrun's own doing.
     let map = map::load(&map::map_path(root)).ok();
     let inventory = map::load_inventory(&map::inventory_path(root)).ok();
-    Ok(classify(
+    let mut report = classify(
         root,
         diff,
         &expected,
         &actual,
         map.as_ref(),
         inventory.as_ref(),
-    ))
+    );
+    check_owners(root, &actual, map.as_ref(), &mut report)?;
+    Ok(report)
+}
+
+/// Files of the tree (state aside) owned by another user or group than
+/// the tree's root directory.
+fn check_owners(
+    root: &Path,
+    actual: &Manifest,
+    map: Option<&RelocationMap>,
+    report: &mut VerifyReport,
+) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta =
+        std::fs::metadata(root).with_context(|| format!("{}: cannot stat", root.display()))?;
+    report.root_uid = meta.uid();
+    report.root_gid = meta.gid();
+    for e in &actual.entries {
+        if map.is_some_and(|m| m.state.is_state(&e.path)) {
+            continue;
+        }
+        let Ok(m) = std::fs::symlink_metadata(root.join(&e.path)) else {
+            continue;
+        };
+        if m.uid() != meta.uid() || m.gid() != meta.gid() {
+            report.owner_changed.push(OwnerChange {
+                path: e.path.clone(),
+                uid: m.uid(),
+                gid: m.gid(),
+            });
+        }
+    }
+    report.ok &= report.owner_changed.is_empty();
+    Ok(())
+}
+
+/// How a mode change counts: only removing write bits is harmless.
+fn mode_change(path: &str, packed: u32, now: u32) -> ModeChange {
+    let gained = now & !packed;
+    let lost = packed & !now;
+    let (error, what) = if gained & 0o6000 != 0 {
+        (true, "gained setuid/setgid")
+    } else if gained & 0o111 != 0 {
+        (true, "gained exec permission")
+    } else if gained != 0 {
+        (true, "gained permissions")
+    } else if lost & !0o222 != 0 {
+        (true, "lost read or exec permission")
+    } else {
+        (false, "write permission removed")
+    };
+    ModeChange {
+        path: path.to_string(),
+        packed: format!("{packed:04o}"),
+        now: format!("{now:04o}"),
+        error,
+        what,
+    }
 }
 
 /// How `actual` differs from `expected`. A hardlink on one side and a copy
@@ -133,20 +221,39 @@ pub fn classify(
         })
     };
     let state_file = |name: &str| format!("{}/{name}", map::STATE_DIR);
+    let is_state = |p: &str| map.is_some_and(|m| m.state.is_state(p));
     for path in diff.changed {
         let (Some(x), Some(y)) = (expected.get(&path), actual.get(&path)) else {
             report.changed.push(path);
             continue;
         };
-        // Install removes unsafe mode bits (setuid, group write...);
-        // anything else but content is never ours.
+        if is_state(&path) {
+            report.expected.push(Expected {
+                path,
+                reason: "application state (changes at run time)",
+            });
+            continue;
+        }
+        // Install removes unsafe mode bits (setuid, group write...): that
+        // difference is bbrun's own. Any other is reported.
         let stripped = x.mode != y.mode && y.mode == safe_mode(x.mode);
-        let same_but_mode = stripped && {
-            let mut x2 = x.clone();
-            x2.mode = y.mode;
-            same(&x2, expected, y, actual)
+        if x.mode != y.mode && !stripped {
+            report.mode_changed.push(mode_change(&path, x.mode, y.mode));
+        }
+        let same_content = {
+            let mut y2 = y.clone();
+            y2.mode = x.mode;
+            same(x, expected, &y2, actual)
         };
-        let content_only = (x.mode == y.mode || stripped) && y.kind == EntryKind::File;
+        if same_content {
+            if stripped {
+                report.expected.push(Expected {
+                    path,
+                    reason: "mode made safe by install (setuid/setgid/sticky, group/world write removed)",
+                });
+            }
+            continue;
+        }
         let venv_link = |p: &str| map.is_some_and(|m| m.interpreter.links.iter().any(|l| l == p));
         let venv_cfg = |p: &str| {
             p.strip_suffix("pyvenv.cfg").is_some_and(|dir| {
@@ -158,11 +265,9 @@ pub fn classify(
                 })
             })
         };
-        let reason = if same_but_mode {
-            Some("mode made safe by install (setuid/setgid/sticky, group/world write removed)")
-        } else if venv_link(&path) && y.kind == EntryKind::Symlink {
+        let reason = if venv_link(&path) && y.kind == EntryKind::Symlink {
             Some("virtualenv's interpreter link re-pointed at this machine's interpreter")
-        } else if !content_only {
+        } else if y.kind != EntryKind::File {
             None
         } else if venv_cfg(&path) {
             Some("virtualenv's pyvenv.cfg: home set to this machine's interpreter")
@@ -185,30 +290,50 @@ pub fn classify(
             None => report.changed.push(path),
         }
     }
-    for path in diff.added {
-        // Python writes bytecode caches beside the sources it imports.
-        if path == state_file(crate::autorelocate::LOCK_FILE) {
+    let harmless = report.mode_changed.iter().filter(|m| !m.error).count();
+    if harmless > 0 {
+        report.notes.push(format!(
+            "{harmless} path(s) lost write permission only (a read-only install): not an error"
+        ));
+    }
+    let missing = std::mem::take(&mut report.missing);
+    for path in missing {
+        if is_state(&path) {
             report.expected.push(Expected {
                 path,
-                reason: "lock of the launcher's relocation at a new root",
+                reason: "application state (changes at run time)",
+            });
+        } else {
+            report.missing.push(path);
+        }
+    }
+    for path in diff.added {
+        if is_state(&path) {
+            report.expected.push(Expected {
+                path,
+                reason: "application state (changes at run time)",
+            });
+        } else if path == state_file(crate::autorelocate::LOCK_FILE) {
+            report.expected.push(Expected {
+                path,
+                reason: "lock of bbrun's relocation at a new root and of `bbrun buildout` runs",
             });
         } else if path.ends_with(".pyc") && path.contains("__pycache__/")
             || path.ends_with("__pycache__")
         {
+            // Python writes bytecode caches beside the sources it imports.
             report.expected.push(Expected {
                 path,
                 reason: "bytecode cache written by Python at run time",
-            });
-        } else if path == state_file("lock") {
-            report.expected.push(Expected {
-                path,
-                reason: "lock file of `bbrun buildout` runs",
             });
         } else {
             report.added.push(path);
         }
     }
-    report.ok = report.added.is_empty() && report.missing.is_empty() && report.changed.is_empty();
+    report.ok = report.added.is_empty()
+        && report.missing.is_empty()
+        && report.changed.is_empty()
+        && report.mode_changed.iter().all(|m| !m.error);
     report
 }
 
@@ -231,16 +356,26 @@ fn undo_rewrite_matches(
     let mut candidates: Vec<&str> = vec![&map.build.root];
     candidates.extend(map.build.previous_roots.iter().map(String::as_str));
     for old in candidates.into_iter().filter(|c| *c != now) {
-        let mut pairs: Vec<(String, String)> = map
-            .prefixes
-            .iter()
-            .map(|p| (format!("{now}/{}", p.in_tree), p.original.clone()))
-            .collect();
-        pairs.push((now.to_string(), old.to_string()));
-        pairs.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
-        let undone = crate::relocate::rewrite_text(&bytes, &pairs).unwrap_or_else(|| bytes.clone());
-        if crate::fsutil::sha256_hex(&undone) == want {
-            return Some(true);
+        // The packed copy names the collected copies by their original
+        // paths when it was packed where it was built, or by the in-tree
+        // copies under `old` when it was packed after a relocate (freeze,
+        // mv, relocate, pack): both are tried.
+        for to_originals in [true, false] {
+            let mut pairs: Vec<(String, String)> = if to_originals {
+                map.prefixes
+                    .iter()
+                    .map(|p| (format!("{now}/{}", p.in_tree), p.original.clone()))
+                    .collect()
+            } else {
+                vec![]
+            };
+            pairs.push((now.to_string(), old.to_string()));
+            pairs.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
+            let undone =
+                crate::relocate::rewrite_text(&bytes, &pairs).unwrap_or_else(|| bytes.clone());
+            if crate::fsutil::sha256_hex(&undone) == want {
+                return Some(true);
+            }
         }
     }
     Some(false)
@@ -309,12 +444,40 @@ mod tests {
         };
         let diff = diff_manifests(&want, &have);
         let r = classify(Path::new("/t"), diff, &want, &have, None, Some(&inv));
-        assert_eq!(r.changed, [".installed.cfg"]);
+        // The content change is bbrun's; the lost read bits are not.
+        assert_eq!(r.mode_changed.len(), 1);
+        assert!(r.mode_changed[0].error);
         assert!(!r.ok);
         let have = Manifest::from_entries(vec![file(".installed.cfg", "2", 0o644)]);
         let diff = diff_manifests(&want, &have);
         let r = classify(Path::new("/t"), diff, &want, &have, None, Some(&inv));
         assert!(r.ok, "{r:?}");
         assert_eq!(r.expected.len(), 1);
+    }
+
+    #[test]
+    fn modes_tell_read_only_from_gained_bits() {
+        assert!(!mode_change("a", 0o755, 0o555).error);
+        assert!(!mode_change("a", 0o644, 0o444).error);
+        assert_eq!(
+            mode_change("a", 0o644, 0o755).what,
+            "gained exec permission"
+        );
+        assert_eq!(mode_change("a", 0o755, 0o4755).what, "gained setuid/setgid");
+        assert!(mode_change("a", 0o644, 0o664).error);
+        assert!(mode_change("a", 0o644, 0o600).error);
+        // Only the mode differs: not listed as a content change.
+        let want = Manifest::from_entries(vec![file("bin/x", "1", 0o755)]);
+        let have = Manifest::from_entries(vec![file("bin/x", "1", 0o555)]);
+        let r = classify(
+            Path::new("/t"),
+            diff_manifests(&want, &have),
+            &want,
+            &have,
+            None,
+            None,
+        );
+        assert!(r.changed.is_empty() && r.ok, "{r:?}");
+        assert_eq!(r.notes.len(), 1);
     }
 }

@@ -15,6 +15,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::manifest::EntryKind;
 use crate::packset::{PackSet, Progress};
+use crate::pkgscripts::{self, PackageState};
 use crate::tarball::{self, Compression};
 
 #[derive(Debug, Clone)]
@@ -28,6 +29,9 @@ pub struct DebMeta {
     pub description: String,
     /// Each an entry of `Depends:` (`python3.11`, `libfoo (>= 1.2)`).
     pub depends: Vec<String>,
+    /// State directories (made by `postinst`, deleted by a purge) and
+    /// conffiles.
+    pub state: PackageState,
 }
 
 /// Write the package of `set` installed under `prefix` (absolute, e.g.
@@ -43,7 +47,7 @@ pub fn write_deb<W: Write + Seek>(
     validate(meta)?;
     let mtime = set.mtime.max(0) as u64;
     let control = control_file(set, meta);
-    let control_tar = control_tar_gz(&control, mtime)?;
+    let control_tar = control_tar_gz(&control_members(&control, meta, prefix), mtime)?;
 
     out.write_all(b"!<arch>\n")?;
     ar_member(out, "debian-binary", mtime, b"2.0\n")?;
@@ -140,28 +144,54 @@ fn validate(meta: &DebMeta) -> Result<()> {
     Ok(())
 }
 
-fn control_tar_gz(control: &str, mtime: u64) -> Result<Vec<u8>> {
+/// The members of control.tar.gz: `control`, the maintainer scripts that
+/// make and purge the state directories, and `conffiles`.
+fn control_members(control: &str, meta: &DebMeta, prefix: &str) -> Vec<(String, u32, Vec<u8>)> {
+    let prefix = prefix.trim_end_matches('/');
+    let mut out = vec![("./control".to_string(), 0o644, control.as_bytes().to_vec())];
+    let st = &meta.state;
+    if !st.config_files.is_empty() {
+        let list: String = st
+            .config_files
+            .iter()
+            .map(|f| format!("{prefix}/{f}\n"))
+            .collect();
+        out.push(("./conffiles".into(), 0o644, list.into_bytes()));
+    }
+    if !st.dirs.is_empty() {
+        out.push((
+            "./postinst".into(),
+            0o755,
+            pkgscripts::post_install(prefix, st).into_bytes(),
+        ));
+        out.push((
+            "./postrm".into(),
+            0o755,
+            pkgscripts::deb_postrm(prefix, st).into_bytes(),
+        ));
+    }
+    out
+}
+
+fn control_tar_gz(members: &[(String, u32, Vec<u8>)], mtime: u64) -> Result<Vec<u8>> {
     let enc = flate2::GzBuilder::new().write(Vec::new(), flate2::Compression::best());
     let mut b = tar::Builder::new(enc);
-    for (path, kind, mode, data) in [
-        ("./", tar::EntryType::Directory, 0o755, &b""[..]),
-        (
-            "./control",
-            tar::EntryType::Regular,
-            0o644,
-            control.as_bytes(),
-        ),
-    ] {
+    let root = ("./".to_string(), 0o755, Vec::new());
+    for (i, (path, mode, data)) in std::iter::once(&root).chain(members).enumerate() {
         let mut h = tar::Header::new_gnu();
-        h.set_entry_type(kind);
-        h.set_mode(mode);
+        h.set_entry_type(if i == 0 {
+            tar::EntryType::Directory
+        } else {
+            tar::EntryType::Regular
+        });
+        h.set_mode(*mode);
         h.set_size(data.len() as u64);
         h.set_mtime(mtime);
         h.set_uid(0);
         h.set_gid(0);
         let _ = h.set_username("root");
         let _ = h.set_groupname("root");
-        b.append_data(&mut h, path, data)
+        b.append_data(&mut h, path, &data[..])
             .context("cannot write control.tar.gz")?;
     }
     let enc = b.into_inner().context("cannot write control.tar.gz")?;
@@ -200,6 +230,7 @@ mod tests {
             maintainer: "me <me@example.com>".into(),
             description: "My app\nLonger text.\n\nMore.".into(),
             depends: vec!["python3.11".into()],
+            state: PackageState::default(),
         }
     }
 

@@ -7,6 +7,7 @@ pub mod deb;
 pub mod manifest;
 pub mod onepass;
 pub mod packset;
+pub mod pkgscripts;
 pub mod reproducible;
 pub mod rpmpkg;
 pub mod tarball;

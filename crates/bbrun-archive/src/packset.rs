@@ -145,6 +145,17 @@ impl PackSet {
         Ok(())
     }
 
+    /// Leave `path` out of the set (not what is below it). Other names of
+    /// a removed file keep its content.
+    pub fn remove(&mut self, path: &str) -> Option<PackEntry> {
+        let i = self.index(path).ok()?;
+        let old = self.entries.remove(i);
+        if old.kind == EntryKind::File {
+            self.promote_hardlinks_of(path, (old.source.clone(), old.size));
+        }
+        Some(old)
+    }
+
     /// Entries that were hardlinks to `path` keep the old content: the
     /// first of them becomes the file (read from the same source) and the
     /// rest link to it.

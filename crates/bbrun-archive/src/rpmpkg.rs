@@ -15,6 +15,7 @@ use rpm::{Dependency, FileOptions, PackageBuilder, Timestamp};
 
 use crate::manifest::EntryKind;
 use crate::packset::{PackEntry, PackSet, Progress, Source};
+use crate::pkgscripts::{self, PackageState};
 
 #[derive(Debug, Clone)]
 pub struct RpmMeta {
@@ -28,6 +29,9 @@ pub struct RpmMeta {
     pub description: String,
     /// `name` or `name OP version` with OP one of `= < <= > >=`.
     pub requires: Vec<String>,
+    /// State directories (made by `%post`, never removed by rpm) and
+    /// `%config(noreplace)` files.
+    pub state: PackageState,
 }
 
 /// Write the package of `set` installed under `prefix` (absolute) to `out`.
@@ -58,6 +62,11 @@ pub fn write_rpm<W: Write>(
     for r in &meta.requires {
         b.requires(parse_dependency(r)?);
     }
+    if !meta.state.dirs.is_empty() {
+        // No %postun: rpm has no purge, so state outlives the package.
+        b.post_install_script(pkgscripts::post_install(prefix, &meta.state));
+    }
+    let config: HashSet<&str> = meta.state.config_files.iter().map(String::as_str).collect();
     let err = |path: &str, e: rpm::Error| anyhow!("{path}: cannot add to the rpm ({e})");
 
     // Files other names link to: they join the hardlink set too.
@@ -102,6 +111,9 @@ pub fn write_rpm<W: Write>(
                     )
                 };
                 let mut opts = owned(FileOptions::new(&dest).permissions(mode), mtime);
+                if config.contains(e.path.as_str()) {
+                    opts = opts.config().noreplace();
+                }
                 if let Some(id) = identity {
                     opts = opts.hardlink(id);
                 }

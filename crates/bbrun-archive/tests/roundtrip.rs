@@ -199,6 +199,7 @@ fn deb_is_an_ar_with_control_and_data_under_prefix() {
         maintainer: "m <m@x>".into(),
         description: "app".into(),
         depends: vec![],
+        state: Default::default(),
     };
     let mut out = Cursor::new(Vec::new());
     deb::write_deb(
@@ -254,6 +255,7 @@ fn rpm_holds_every_entry_under_prefix_reproducibly() {
         license: "MIT".into(),
         description: "app".into(),
         requires: vec!["python(abi) = 3.11".into()],
+        state: Default::default(),
     };
     let build = || {
         let mut set = PackSet::from_tree(d.path()).unwrap();

@@ -17,7 +17,7 @@ use anyhow::{bail, Context, Result};
 use crate::map::STATE_DIR;
 
 pub fn lock_path(root: &Path) -> PathBuf {
-    root.join(STATE_DIR).join("lock")
+    root.join(STATE_DIR).join(crate::autorelocate::LOCK_FILE)
 }
 
 /// Take the lock, or fail with a line saying a run is in progress.

@@ -24,6 +24,14 @@ pub struct Args {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Application state besides the defaults (var/ and what config files
+    /// name): `PATH` (data) or `PATH=CLASS` with CLASS data, log, runtime or
+    /// cache; relative to ROOT, a trailing `*` for a prefix. Repeatable.
+    #[arg(long = "state", value_name = "PATH[=CLASS]")]
+    pub state: Vec<String>,
+    /// A path that is not state, even below a state path. Repeatable.
+    #[arg(long = "not-state", value_name = "PATH")]
+    pub not_state: Vec<String>,
     #[command(flatten)]
     pub native: NativeOptions,
 }
@@ -34,6 +42,16 @@ pub fn run(args: Args) -> Result<i32> {
         no_collect: args.no_collect,
         python: args.python,
         native: args.native,
+        state: args
+            .state
+            .iter()
+            .map(|s| crate::state::parse_option(s))
+            .collect::<Result<_>>()?,
+        not_state: args
+            .not_state
+            .iter()
+            .map(|s| crate::state::check_path(s, "--not-state"))
+            .collect::<Result<_>>()?,
     };
     let report = freeze::freeze(&args.root, &opts)?;
     if args.json {
@@ -81,6 +99,12 @@ fn print_report(r: &FreezeReport) {
         println!("paths outside the tree that scripts name (not on sys.path, not collected):");
         for p in &r.outside_literals {
             println!("  {p}");
+        }
+    }
+    if !r.state.is_empty() {
+        println!("application state (kept on upgrade, not packed):");
+        for s in &r.state {
+            println!("  {} [{}; {}]", s.path, s.class.as_str(), s.origin);
         }
     }
     for n in &r.notes {

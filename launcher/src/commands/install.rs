@@ -36,6 +36,10 @@ pub struct Args {
     /// (by default they are removed, and each removal is listed).
     #[arg(long)]
     pub keep_modes: bool,
+    /// Upgrade even when an instance seems to run from DEST (a live pid
+    /// file, a held lock, a socket that answers).
+    #[arg(long)]
+    pub force: bool,
     /// Print a JSON summary.
     #[arg(long)]
     pub json: bool,
@@ -65,6 +69,7 @@ pub fn run(args: Args) -> Result<i32> {
         sync: !args.no_sync,
         allow_external_symlinks: args.allow_external_symlinks,
         keep_modes: args.keep_modes,
+        force: args.force,
     };
     let result = install::install(&args.archive, &args.dest, &opts, &|n| bar.set_position(n));
     bar.finish_and_clear();
@@ -91,6 +96,15 @@ pub fn run(args: Args) -> Result<i32> {
         for m in &report.stripped_modes {
             println!("  mode made safe (setuid/setgid/sticky, group/world write removed; --keep-modes keeps them): {m}");
         }
+        if let Some(k) = &report.kept {
+            print_kept(k);
+        }
+        if let Some(b) = &report.backup {
+            println!(
+                "  previous tree kept at {b} (`bbrun rollback {}` swaps it back)",
+                report.dest
+            );
+        }
         for l in &report.external_symlinks {
             println!("  symlink out of the tree kept: {l}");
         }
@@ -101,4 +115,17 @@ pub fn run(args: Args) -> Result<i32> {
         );
     }
     Ok(0)
+}
+
+/// What an upgrade or a rollback carried over from the replaced tree.
+pub fn print_kept(k: &crate::upgrade::Moved) {
+    for p in &k.state {
+        println!("  application state kept: {p}");
+    }
+    for p in &k.unknown {
+        println!("  kept (not in the previous manifest): {p}");
+    }
+    for p in &k.left_in_backup {
+        println!("  left in the backup (the new tree has its own): {p}");
+    }
 }

@@ -6,6 +6,7 @@ pub mod freeze;
 pub mod install;
 pub mod pack;
 pub mod relocate;
+pub mod rollback;
 pub mod run;
 pub mod shebang;
 pub mod verify;

@@ -21,7 +21,7 @@ use bbrun_archive::rpmpkg::{self, RpmMeta};
 use bbrun_archive::tarball::Compression;
 use serde::Serialize;
 
-use crate::{fsutil, map, package};
+use crate::{fsutil, map, package, packstate};
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -71,6 +71,11 @@ pub struct Args {
     /// Print a JSON summary (output, format, files, bytes, sha256).
     #[arg(long)]
     pub json: bool,
+    /// tar.zst/tar.gz: pack the application's data (state of class data,
+    /// e.g. var/filestorage/Data.fs) as the initial state of a fresh
+    /// install. Logs, pid/lock files, sockets and caches are never packed.
+    #[arg(long)]
+    pub with_data: bool,
     /// Package metadata (deb/rpm).
     #[command(flatten)]
     pub pkg: Box<PackageArgs>,
@@ -131,6 +136,10 @@ struct Summary {
     sha256: String,
     /// Sockets in the tree, left out (they belong to a running program).
     skipped_sockets: Vec<String>,
+    /// Application state left out (see docs/state.md), as `path (class)`.
+    state_left_out: Vec<String>,
+    /// Data packed with --with-data.
+    data_packed: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     package: Option<PackageSummary>,
 }
@@ -143,6 +152,10 @@ struct PackageSummary {
     prefix: String,
     depends: Vec<String>,
     rewritten_files: usize,
+    /// State directories the post-install script creates.
+    state_dirs: Vec<String>,
+    /// conffiles / %config(noreplace).
+    config_files: Vec<String>,
 }
 
 pub fn run(args: Args) -> Result<i32> {
@@ -174,6 +187,9 @@ pub fn run(args: Args) -> Result<i32> {
         }
     }
     let compression = compression(&args)?;
+    if args.with_data && args.format.is_package() {
+        bail!("--with-data applies to tar.zst and tar.gz: a package never ships state (its post-install script creates the state directories)");
+    }
 
     let mut set = PackSet::from_tree(&root)?;
     for s in &set.skipped_sockets {
@@ -182,6 +198,12 @@ pub fn run(args: Args) -> Result<i32> {
             root.join(s).display()
         );
     }
+    let stripped = packstate::strip(
+        &mut set,
+        &map.state,
+        args.with_data,
+        args.format.is_package(),
+    );
     let mut pkg = None;
     if args.format.is_package() {
         let name = args
@@ -221,6 +243,8 @@ pub fn run(args: Args) -> Result<i32> {
             prefix,
             depends,
             rewritten_files: rewritten,
+            state_dirs: stripped.dirs.iter().map(|(d, _)| d.clone()).collect(),
+            config_files: package::config_files(&set, &root, &map)?,
         });
     }
 
@@ -277,6 +301,7 @@ pub fn run(args: Args) -> Result<i32> {
                 maintainer: args.pkg.maintainer.clone(),
                 description: description(&args, &p.name),
                 depends: p.depends.clone(),
+                state: package_state(p, &stripped),
             };
             deb::write_deb(&set, &meta, &p.prefix, compression, out, &progress)
         }
@@ -290,6 +315,7 @@ pub fn run(args: Args) -> Result<i32> {
                 license: args.pkg.license.clone(),
                 description: description(&args, &p.name),
                 requires: p.depends.clone(),
+                state: package_state(p, &stripped),
             };
             let level = match compression {
                 Compression::Zstd(l) => l,
@@ -329,6 +355,12 @@ pub fn run(args: Args) -> Result<i32> {
             content_bytes: set.content_bytes(),
             sha256: fsutil::sha256_file(&output)?,
             skipped_sockets: set.skipped_sockets.clone(),
+            state_left_out: stripped
+                .left_out
+                .iter()
+                .map(|(p, c)| format!("{p} ({})", c.as_str()))
+                .collect(),
+            data_packed: stripped.data_packed.clone(),
             package: pkg,
         };
         println!("{}", serde_json::to_string_pretty(&summary)?);
@@ -338,8 +370,29 @@ pub fn run(args: Args) -> Result<i32> {
             output.display(),
             args.format.as_str()
         );
+        if !stripped.left_out.is_empty() {
+            println!(
+                "  application state left out: {} file(s){}",
+                stripped.left_out.len(),
+                if args.format.is_package() || args.with_data {
+                    ""
+                } else {
+                    " (--with-data packs the data as initial state)"
+                }
+            );
+        }
     }
     Ok(0)
+}
+
+fn package_state(
+    p: &PackageSummary,
+    stripped: &packstate::Stripped,
+) -> bbrun_archive::pkgscripts::PackageState {
+    bbrun_archive::pkgscripts::PackageState {
+        dirs: stripped.dirs.clone(),
+        config_files: p.config_files.clone(),
+    }
 }
 
 fn compression(args: &Args) -> Result<Compression> {

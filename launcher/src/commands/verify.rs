@@ -32,10 +32,26 @@ pub fn run(args: Args) -> Result<i32> {
         for p in &report.added {
             println!("added: {p}");
         }
+        for m in report.mode_changed.iter().filter(|m| m.error) {
+            println!("mode: {} {} -> {} ({})", m.path, m.packed, m.now, m.what);
+        }
+        for o in &report.owner_changed {
+            println!(
+                "owner: {} uid {} gid {} (the tree's root: uid {} gid {})",
+                o.path, o.uid, o.gid, report.root_uid, report.root_gid
+            );
+        }
         for e in &report.expected {
             println!("expected: {} ({})", e.path, e.reason);
         }
-        let n = report.changed.len() + report.missing.len() + report.added.len();
+        for n in &report.notes {
+            println!("note: {n}");
+        }
+        let n = report.changed.len()
+            + report.missing.len()
+            + report.added.len()
+            + report.mode_changed.iter().filter(|m| m.error).count()
+            + report.owner_changed.len();
         if report.ok {
             println!(
                 "{}: matches its manifest ({} expected difference(s))",

@@ -32,6 +32,10 @@ pub struct FreezeOptions {
     /// The build interpreter, when the scripts' shebangs do not say.
     pub python: Option<PathBuf>,
     pub native: NativeOptions,
+    /// `--state PATH[=CLASS]`: more application state.
+    pub state: Vec<(String, crate::state::StateClass)>,
+    /// `--not-state PATH`: not state, even below a state path.
+    pub not_state: Vec<String>,
 }
 
 /// What freeze found and did, for the report and `--json`.
@@ -49,6 +53,8 @@ pub struct FreezeReport {
     /// Files naming a build path, grouped by kind.
     pub files: BTreeMap<String, Vec<InventoryEntry>>,
     pub notes: Vec<String>,
+    /// Application state recorded in the map.
+    pub state: Vec<crate::state::StatePath>,
 }
 
 pub fn freeze(root_arg: &Path, opts: &FreezeOptions) -> Result<FreezeReport> {
@@ -186,7 +192,23 @@ pub fn freeze(root_arg: &Path, opts: &FreezeOptions) -> Result<FreezeReport> {
     let mut needles: Vec<String> = map.old_roots().iter().map(|s| s.to_string()).collect();
     needles.extend(map.prefixes.iter().map(|p| p.original.clone()));
     let script_set: HashSet<String> = map.scripts.iter().map(|s| s.path.clone()).collect();
-    let mut entries = scan::scan(&root, &needles, &script_set)?;
+    // State first from what needs no scan (var/, the options), so the scan
+    // skips databases and logs; then what the config files found name.
+    let roots: Vec<String> = map.old_roots().iter().map(|s| s.to_string()).collect();
+    let roots: Vec<&str> = roots.iter().map(String::as_str).collect();
+    let mut policy = state_policy(&root, map.state.clone(), &[], &roots, opts);
+    let mut entries =
+        scan::scan_skipping(&root, &needles, &script_set, &|rel| policy.is_state(rel))?;
+    let configs: Vec<String> = entries
+        .iter()
+        .filter(|e| e.kind == map::FileKind::Config)
+        .map(|e| e.path.clone())
+        .collect();
+    policy = state_policy(&root, map.state.clone(), &configs, &roots, opts);
+    // A log or database that names the build path is history, not
+    // configuration: nothing rewrites it.
+    entries.retain(|e| !policy.is_state(&e.path));
+    map.state = policy;
     // The ELF pass knows better what it did to native files.
     for n in &native.entries {
         entries.retain(|e| e.path != n.path);
@@ -229,6 +251,7 @@ pub fn freeze(root_arg: &Path, opts: &FreezeOptions) -> Result<FreezeReport> {
         outside_literals,
         files,
         notes,
+        state: map.state.paths.clone(),
     })
 }
 
@@ -254,6 +277,33 @@ fn import_index(
     seeds.dedup();
     index::write(root, &seeds)?;
     Ok(())
+}
+
+/// The tree's state policy: the defaults and what `configs` name, the
+/// options of an earlier freeze (kept from `previous`), then this run's
+/// options.
+fn state_policy(
+    root: &Path,
+    previous: crate::state::StatePolicy,
+    configs: &[String],
+    roots: &[&str],
+    opts: &FreezeOptions,
+) -> crate::state::StatePolicy {
+    let mut policy = crate::state::defaults(root, configs, roots);
+    for p in previous.paths.iter().filter(|p| p.origin == "option") {
+        policy.add(&p.path, p.class, "option");
+    }
+    for x in &previous.not_state {
+        policy.exclude(x);
+    }
+    for (path, class) in &opts.state {
+        policy.add(path, *class, "option");
+    }
+    for x in &opts.not_state {
+        policy.exclude(x);
+    }
+    policy.sort();
+    policy
 }
 
 fn kind_name(kind: map::FileKind) -> String {
@@ -310,6 +360,7 @@ fn new_map(
         },
         scripts: vec![],
         prefixes: vec![],
+        state: Default::default(),
     })
 }
 

@@ -21,6 +21,17 @@ pub fn scan(
     needles: &[String],
     scripts: &HashSet<String>,
 ) -> Result<Vec<InventoryEntry>> {
+    scan_skipping(root, needles, scripts, &|_| false)
+}
+
+/// [`scan`], not entering the paths `skip` says (application state: its
+/// databases can be large and are never rewritten).
+pub fn scan_skipping(
+    root: &Path,
+    needles: &[String],
+    scripts: &HashSet<String>,
+    skip: &dyn Fn(&str) -> bool,
+) -> Result<Vec<InventoryEntry>> {
     let needles: Vec<&[u8]> = needles
         .iter()
         .map(|n| n.as_bytes())
@@ -40,7 +51,8 @@ pub fn scan(
                 .to_string_lossy()
                 .into_owned();
             !(rel == format!("{STATE_DIR}/shim")
-                || rel.ends_with(".toml") && rel.starts_with(STATE_DIR))
+                || rel.ends_with(".toml") && rel.starts_with(STATE_DIR)
+                || !rel.is_empty() && skip(&rel))
         });
     for entry in walker {
         let entry = entry.with_context(|| format!("{}: cannot walk", root.display()))?;
