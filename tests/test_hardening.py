@@ -175,14 +175,16 @@ def test_planted_tmp_cache_dir_never_imported(tree, bbrun, tmp_path):
 
 
 @pytest.fixture
-def public_tree(frozen_sample):
+def public_tree(frozen_sample, bbrun):
     """A copy nobody can read but not write (root-owned, outside pytest's
-    0700 tmp dir): a read-only target for a service user."""
+    0700 tmp dir): a read-only target for a service user. Its owner
+    relocated it, as a read-only tree at a new root needs."""
     import tempfile
 
     base = Path(tempfile.mkdtemp(prefix="bbrun-hardening-"))
     base.chmod(0o755)
     root = copy_tree(frozen_sample["pristine"], base / "app")
+    run([bbrun, "relocate", root])
     without_tree_shim(root)
     yield base, root
     shutil.rmtree(base)
@@ -269,6 +271,15 @@ def test_recovery_never_restores_a_planted_symlink(frozen_sample, bbrun, tmp_pat
     run([bbrun, "install", arch, dest])
     assert run([bbrun, "verify", dest]).returncode == 0
     assert sorted(p.name for p in parent.iterdir()) == ["app"]
+    # Nor is a planted "previous tree" rolled back to: a symlink to another
+    # tree (a valid one) under the backup name.
+    other = copy_tree(frozen_sample["pristine"], tmp_path / "other")
+    (parent / ".app.bbrun-prev").symlink_to(other)
+    proc = run([bbrun, "rollback", dest], check=False)
+    assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "no previous tree" in proc.stderr
+    assert dest.is_dir() and not dest.is_symlink()
+    assert run([bbrun, "verify", dest]).returncode == 0
 
 
 # -- 4. bounded errors, pipes, gzip checks ---------------------------------

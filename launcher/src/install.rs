@@ -499,10 +499,12 @@ pub(crate) fn recover(parent: &Path, name: &str, dest: &Path) -> Result<()> {
     upgrade::recover_journals(parent, name)?;
     let prev = upgrade::prev_path(parent, name);
     for (path, is_backup) in &stale {
-        if !path.exists() {
+        if fs::symlink_metadata(path).is_err() {
             continue;
         }
-        if *is_backup && !prev.exists() {
+        // Only a real previous tree becomes the rollback backup; anything
+        // else under a backup name (a planted symlink) is removed itself.
+        if *is_backup && fs::symlink_metadata(&prev).is_err() && is_restorable(path) {
             let _ = fs::rename(path, &prev);
             continue;
         }
@@ -516,22 +518,10 @@ pub(crate) fn recover(parent: &Path, name: &str, dest: &Path) -> Result<()> {
 /// directory (not a symlink someone planted under the backup name)
 /// holding a valid relocation map. Anything else is removed (a symlink
 /// itself, never what it points to).
-fn is_restorable(path: &Path) -> bool {
+pub(crate) fn is_restorable(path: &Path) -> bool {
     fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
         && fs::symlink_metadata(map::map_path(path)).is_ok_and(|m| m.is_file())
         && map::load(&map::map_path(path)).is_ok()
-}
-
-/// Whether a process runs with `pid`. Our own PID counts as dead: this
-/// run has created nothing yet, so such a leftover is from a dead process
-/// whose PID we inherited.
-pub(crate) fn alive(pid: i32) -> bool {
-    if pid == std::process::id() as i32 {
-        return false;
-    }
-    // SAFETY: signal 0 only checks that the process exists.
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 /// `remove_dir_all` that also copes with read-only directories (an

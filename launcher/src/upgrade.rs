@@ -81,7 +81,7 @@ fn running_evidence(path: &Path) -> Option<String> {
     if name.ends_with(".pid") {
         let text = fs::read_to_string(path).ok()?;
         let pid: i32 = text.trim().parse().ok()?;
-        return (pid > 0 && crate::install::alive(pid))
+        return (pid > 0 && crate::debris::pid_alive(pid))
             .then(|| format!("names live process {pid}"));
     }
     if name.ends_with(".lock") {
@@ -344,7 +344,7 @@ pub fn recover_journals(parent: &Path, name: &str) -> Result<()> {
         };
         if pid
             .parse::<i32>()
-            .is_ok_and(|p| p == std::process::id() as i32 || !crate::install::alive(p))
+            .is_ok_and(|p| p == std::process::id() as i32 || !crate::debris::pid_alive(p))
         {
             let text = fs::read_to_string(e.path())
                 .with_context(|| format!("{}: cannot read", e.path().display()))?;
@@ -397,9 +397,11 @@ pub fn rollback(dest: &Path, force: bool) -> Result<RollbackReport> {
     };
     crate::install::recover(&parent, &name, &dest)?;
     let prev = prev_path(&parent, &name);
-    if !map::map_path(&prev).is_file() {
+    // A real directory with a valid map, never a symlink planted under
+    // the backup name.
+    if !crate::install::is_restorable(&prev) {
         bail!(
-            "{}: no previous tree to roll back to ({} is missing); only `bbrun install` over an existing tree keeps one",
+            "{}: no previous tree to roll back to ({} is missing or not a bbrun tree); only `bbrun install` over an existing tree keeps one",
             dest.display(),
             prev.display()
         );
