@@ -23,7 +23,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
-use crate::manifest::{EntryKind, Manifest, ManifestEntry, MANIFEST_PATH};
+use crate::manifest::{hex, EntryKind, Manifest, ManifestEntry, MANIFEST_PATH};
 use crate::packset::{for_each_chunk, open_checked, PackEntry, PackSet, Progress};
 use crate::tarball::{self, Compression};
 
@@ -241,11 +241,8 @@ fn hash_entry(e: &PackEntry, progress: Progress) -> Result<String> {
     Ok(hex(&h.finalize()))
 }
 
-fn hex(d: &[u8]) -> String {
-    d.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn manifest_entry(e: &PackEntry, sha256: Option<String>) -> ManifestEntry {
+/// The manifest's line for `e`, with its content's sha256 if a file.
+pub(crate) fn manifest_entry(e: &PackEntry, sha256: Option<String>) -> ManifestEntry {
     ManifestEntry {
         path: e.path.clone(),
         kind: e.kind,

@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
-use crate::manifest::{self, EntryKind, Manifest, ManifestEntry, MANIFEST_PATH};
+use crate::manifest::{self, EntryKind, Manifest, MANIFEST_PATH};
 use crate::walk;
 
 /// Called with a number of content bytes just processed (hashed or
@@ -227,17 +227,7 @@ impl PackSet {
                     EntryKind::File => Some(hash_source(e, progress)?),
                     _ => None,
                 };
-                Ok(ManifestEntry {
-                    path: e.path.clone(),
-                    kind: e.kind,
-                    mode: e.mode,
-                    size: match e.kind {
-                        EntryKind::Symlink => e.target.as_deref().map_or(0, |t| t.len() as u64),
-                        _ => e.size,
-                    },
-                    sha256,
-                    target: e.target.clone(),
-                })
+                Ok(crate::onepass::manifest_entry(e, sha256))
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Manifest::from_entries(entries))
@@ -259,11 +249,7 @@ fn hash_source(e: &PackEntry, progress: Progress) -> Result<String> {
         Ok(())
     };
     for_each_chunk(e, &mut sink)?;
-    Ok(manifest_hex(&h.finalize()))
-}
-
-fn manifest_hex(d: &[u8]) -> String {
-    d.iter().map(|b| format!("{b:02x}")).collect()
+    Ok(crate::manifest::hex(&h.finalize()))
 }
 
 /// Feed an entry's content to `sink` in chunks, checking that a disk file

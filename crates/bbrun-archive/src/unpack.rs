@@ -686,8 +686,7 @@ fn stream_file(
             .with_context(|| format!("{}: cannot write", path.display()))?;
     }
     finish_file(&f, path, mode, mtime, umask)?;
-    let digest = hasher.finalize();
-    Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(crate::manifest::hex(&hasher.finalize()))
 }
 
 fn create(path: &Path, mode: u32) -> Result<File> {
