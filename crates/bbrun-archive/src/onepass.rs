@@ -130,23 +130,19 @@ fn compress_part<O: Write>(
     match compression {
         Compression::Zstd(level) => {
             let enc = tarball::zstd_encoder(out, level, crate::reproducible::zstd_workers())?;
-            let mut w = std::io::BufWriter::with_capacity(1 << 20, enc);
+            let mut w = tarball::buffered(enc);
             body(&mut w)?;
-            let enc = w
-                .into_inner()
-                .map_err(|e| e.into_error())
-                .context("cannot write the compressed stream")?;
-            enc.finish().context("zstd: cannot finish the stream")
+            tarball::unbuffer(w)?
+                .finish()
+                .context("zstd: cannot finish the stream")
         }
         Compression::Gzip(level) => {
             let enc = flate2::GzBuilder::new().write(out, flate2::Compression::new(level.min(9)));
-            let mut w = std::io::BufWriter::with_capacity(1 << 20, enc);
+            let mut w = tarball::buffered(enc);
             body(&mut w)?;
-            let enc = w
-                .into_inner()
-                .map_err(|e| e.into_error())
-                .context("cannot write the compressed stream")?;
-            enc.finish().context("gzip: cannot finish the stream")
+            tarball::unbuffer(w)?
+                .finish()
+                .context("gzip: cannot finish the stream")
         }
     }
 }

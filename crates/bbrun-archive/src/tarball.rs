@@ -150,11 +150,11 @@ pub fn write_compressed<W: Write>(
 /// Big writes into the compressor: the tar writer copies file content in
 /// 8 KiB pieces, and each call into a multi-threaded zstd stream has a
 /// fixed cost. (std's io::copy also reads straight into this buffer.)
-fn buffered<W: Write>(w: W) -> std::io::BufWriter<W> {
+pub(crate) fn buffered<W: Write>(w: W) -> std::io::BufWriter<W> {
     std::io::BufWriter::with_capacity(1 << 20, w)
 }
 
-fn unbuffer<W: Write>(b: std::io::BufWriter<W>) -> Result<W> {
+pub(crate) fn unbuffer<W: Write>(b: std::io::BufWriter<W>) -> Result<W> {
     b.into_inner()
         .map_err(|e| e.into_error())
         .context("cannot write the compressed stream")
