@@ -198,6 +198,38 @@ impl RelocationMap {
     }
 }
 
+/// A map of a tree built at `root` with a CPython 3.11, no scripts and no
+/// collected prefixes: what unit tests start from.
+#[cfg(test)]
+pub(crate) fn test_map(root: &str) -> RelocationMap {
+    RelocationMap {
+        format: FORMAT_VERSION,
+        bbrun_version: "0".into(),
+        build: BuildRoot {
+            root: root.into(),
+            root_realpath: root.into(),
+            previous_roots: vec![],
+            files_root: None,
+        },
+        interpreter: Interpreter {
+            path: "/usr/bin/python3".into(),
+            implementation: "cpython".into(),
+            version: "3.11.2".into(),
+            major_minor: "3.11".into(),
+            cache_tag: "cpython-311".into(),
+            soabi: "cpython-311-x86_64-linux-gnu".into(),
+            platform: "linux-x86_64".into(),
+            candidates: vec![],
+            bundled: None,
+            site_dirs: None,
+            links: vec![],
+        },
+        scripts: vec![],
+        prefixes: vec![],
+        state: Default::default(),
+    }
+}
+
 /// `ROOT/.bbrun/map.toml`.
 pub fn map_path(root: &Path) -> PathBuf {
     root.join(STATE_DIR).join(MAP_FILE)

@@ -145,35 +145,10 @@ fn escape_into(s: &[u8], out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::map::{parse, BuildRoot, CollectedPrefix, Interpreter, RelocationMap};
+    use crate::map::{parse, CollectedPrefix, RelocationMap};
 
     fn sample() -> RelocationMap {
-        RelocationMap {
-            format: 1,
-            bbrun_version: "0".into(),
-            build: BuildRoot {
-                root: "/b/app".into(),
-                root_realpath: "/b/app".into(),
-                previous_roots: vec![],
-                files_root: None,
-            },
-            interpreter: Interpreter {
-                path: "/usr/bin/python3".into(),
-                implementation: "cpython".into(),
-                version: "3.11.2".into(),
-                major_minor: "3.11".into(),
-                cache_tag: "cpython-311".into(),
-                soabi: String::new(),
-                platform: String::new(),
-                candidates: vec![],
-                bundled: None,
-                site_dirs: None,
-                links: vec![],
-            },
-            scripts: vec![],
-            prefixes: vec![],
-            state: Default::default(),
-        }
+        crate::map::test_map("/b/app")
     }
 
     fn check(map: &RelocationMap) -> Result<()> {

@@ -225,7 +225,7 @@ fn write_pending(path: &Path, bytes: &[u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::map::{BuildRoot, Interpreter, Inventory, InventoryEntry};
+    use crate::map::{Inventory, InventoryEntry};
 
     fn tree(root: &Path, built_at: &str) {
         fs::create_dir_all(root.join(".bbrun")).unwrap();
@@ -234,32 +234,7 @@ mod tests {
             format!("[app]\n_b = {built_at}/bin\nx = {built_at}2\n"),
         )
         .unwrap();
-        let map = RelocationMap {
-            format: map::FORMAT_VERSION,
-            bbrun_version: "t".into(),
-            build: BuildRoot {
-                root: built_at.into(),
-                root_realpath: built_at.into(),
-                previous_roots: vec![],
-                files_root: None,
-            },
-            interpreter: Interpreter {
-                path: "/p".into(),
-                implementation: "cpython".into(),
-                version: "3.11.7".into(),
-                major_minor: "3.11".into(),
-                cache_tag: "c".into(),
-                soabi: "s".into(),
-                platform: "p".into(),
-                candidates: vec![],
-                bundled: None,
-                site_dirs: None,
-                links: vec![],
-            },
-            scripts: vec![],
-            prefixes: vec![],
-            state: Default::default(),
-        };
+        let map = map::test_map(built_at);
         map::save(&map::map_path(root), &map).unwrap();
         map::save_inventory(
             &map::inventory_path(root),
