@@ -169,39 +169,47 @@ pub fn check_tree_state(root: &Path) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("{}: cannot stat ({e})", root.display()))?
         .uid();
     let state = root.join(crate::map::STATE_DIR);
-    check_state_entry(&state, owner, true)?;
-    check_state_entry(&crate::map::map_path(root), owner, false)?;
-    for (path, dir) in [
-        (crate::map::inventory_path(root), false),
-        (crate::shim::tree_dir(root), true),
-    ] {
-        if std::fs::symlink_metadata(&path).is_ok() {
-            check_state_entry(&path, owner, dir)?;
-        }
-    }
+    check_state_entry(&state, owner, true, Need::Required)?;
+    check_state_entry(&crate::map::map_path(root), owner, false, Need::Required)?;
+    check_state_entry(
+        &crate::map::inventory_path(root),
+        owner,
+        false,
+        Need::IfPresent,
+    )?;
     let shim = crate::shim::tree_dir(root);
+    check_state_entry(&shim, owner, true, Need::IfPresent)?;
     for (name, _) in crate::shim::FILES {
-        let f = shim.join(name);
-        if std::fs::symlink_metadata(&f).is_ok() {
-            check_state_entry(&f, owner, false)?;
-        }
+        check_state_entry(&shim.join(name), owner, false, Need::IfPresent)?;
     }
     // The shim's bytecode is code too.
     let pycache = shim.join("__pycache__");
-    if std::fs::symlink_metadata(&pycache).is_ok() {
-        check_state_entry(&pycache, owner, true)?;
+    if check_state_entry(&pycache, owner, true, Need::IfPresent)? {
         if let Ok(entries) = std::fs::read_dir(&pycache) {
             for e in entries.flatten() {
-                check_state_entry(&e.path(), owner, false)?;
+                check_state_entry(&e.path(), owner, false, Need::Required)?;
             }
         }
     }
     Ok(())
 }
 
-fn check_state_entry(path: &Path, tree_owner: u32, dir: bool) -> Result<()> {
-    let m = std::fs::symlink_metadata(path)
-        .map_err(|e| anyhow::anyhow!("{}: cannot stat ({e})", path.display()))?;
+/// Whether a missing entry is an error (the map) or simply not checked
+/// (an inventory, a shim a tree may lack).
+#[derive(Clone, Copy, PartialEq)]
+enum Need {
+    Required,
+    IfPresent,
+}
+
+/// Check one entry with one `lstat`; `Ok(false)` when it cannot be
+/// seen and is not required.
+fn check_state_entry(path: &Path, tree_owner: u32, dir: bool, need: Need) -> Result<bool> {
+    let m = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(_) if need == Need::IfPresent => return Ok(false),
+        Err(e) => bail!("{}: cannot stat ({e})", path.display()),
+    };
     let ft = m.file_type();
     if ft.is_symlink() {
         let target = std::fs::read_link(path)
@@ -237,7 +245,7 @@ fn check_state_entry(path: &Path, tree_owner: u32, dir: bool) -> Result<()> {
             path.display()
         );
     }
-    Ok(())
+    Ok(true)
 }
 
 #[cfg(test)]
