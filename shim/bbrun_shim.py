@@ -342,10 +342,18 @@ def activate(pairs=None):
 def _literal_safe(path):
     """A new path as it may appear inside a quoted string literal: a
     backslash, quote, tab or newline in it (legal in a Linux path) is
-    escaped, so the literal still parses and holds the path."""
+    escaped, and so is a byte that is not UTF-8, so the literal still
+    parses and holds the path."""
     for raw, esc in ((b"\\", b"\\\\"), (b"\n", b"\\n"), (b"\t", b"\\t"), (b"\r", b"\\r"),
                      (b"'", b"\\'"), (b'"', b'\\"')):
         path = path.replace(raw, esc)
+    try:
+        path.decode("utf-8")
+    except UnicodeDecodeError:
+        # Source is UTF-8: a byte that is not becomes the escape of the
+        # surrogate os.fsencode turns back into that byte.
+        text = path.decode("utf-8", "surrogateescape")
+        path = "".join("\\u%04x" % ord(c) if 0xDC80 <= ord(c) <= 0xDCFF else c for c in text).encode("utf-8")
     return path
 
 

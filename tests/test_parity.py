@@ -231,18 +231,77 @@ def test_fallback_interpreter_sys_path_equals_in_place(app, bbrun, tmp_path):
 # --- 6. paths are bytes -------------------------------------------------------
 
 
-def test_non_utf8_destination_is_a_clear_error_never_lossy(app, bbrun, tmp_path):
-    dest = os.path.join(os.fsencode(tmp_path), b"caf\xe9")
-    run(["cp", "-a", app["root"], os.fsdecode(dest)])
-    before = (Path(os.fsdecode(dest)) / "etc" / "app.conf").read_bytes()
-    proc = subprocess.run([os.fsencode(str(bbrun)), os.path.join(dest, b"bin/demo")], capture_output=True)
+PATHS_HEX = (
+    "import sys, os, json, demoapp; print(json.dumps({'path': [os.fsencode(p).hex() for p in sys.path],"
+    " 'demoapp': os.fsencode(demoapp.__file__).hex(), 'exe': os.fsencode(sys.executable).hex()}))"
+)
+
+
+def launch_bytes(bbrun, root, *args, env=None):
+    """`bbrun ROOT/bin/py -c PATHS_HEX` with ROOT as bytes; what it printed."""
+    proc = subprocess.run(
+        [os.fsencode(str(bbrun)), os.path.join(root, b"bin/py"), *args, "-c", PATHS_HEX], capture_output=True, env=env
+    )
+    assert proc.returncode == 0, proc.stderr.decode("utf-8", "replace")
+    out = json.loads(proc.stdout)
+    return {k: [bytes.fromhex(p) for p in v] if isinstance(v, list) else bytes.fromhex(v) for k, v in out.items()}
+
+
+def assert_runs_on_own_bytes(root, out, old_roots):
+    assert out["demoapp"].startswith(root + b"/"), out["demoapp"]
+    tree_entries = [p for p in out["path"] if p.startswith(root + b"/")]
+    assert tree_entries, out["path"]
+    for p in out["path"]:
+        assert not any(p.startswith(o + b"/") or p == o for o in old_roots), p
+    assert (Path(os.fsdecode(root)) / "etc" / "app.conf").read_bytes() == b"datafile = " + root + b"/var/data.txt\n"
+
+
+def test_non_utf8_destination_runs_byte_exact(app, bbrun, tmp_path):
+    """cp -a to a path that is not UTF-8, run with no command first, then mv
+    to another such path: every path the program sees and every file
+    relocate rewrote names the new root byte for byte."""
+    a = os.fsencode(str(app["root"]))
+    one = os.path.join(os.fsencode(str(tmp_path)), b"caf\xe9 \xff%41")
+    shutil.copytree(os.fsdecode(a), os.fsdecode(one), symlinks=True)
+    assert_runs_on_own_bytes(one, launch_bytes(bbrun, one), [a])
+    map_text = (Path(os.fsdecode(one)) / ".bbrun" / "map.toml").read_text()
+    assert "bytes:" in map_text and "\ufffd" not in map_text
+    two = os.path.join(os.fsencode(str(tmp_path)), b"\xc0\xaf-two")
+    os.rename(one, two)
+    assert_runs_on_own_bytes(two, launch_bytes(bbrun, two), [a, one])
+    # `bbrun relocate` on a tree already relocated there has nothing to do.
+    proc = subprocess.run([os.fsencode(str(bbrun)), b"relocate", two], capture_output=True)
+    assert proc.returncode == 0 and b"nothing to do" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_non_utf8_install_destination(app, bbrun, tmp_path):
+    """An archive installed at a path that is not UTF-8 runs there, and
+    verify passes."""
+    archive = tmp_path / "app.tar.gz"
+    run([bbrun, "pack", app["root"], "--format", "tar.gz", "-o", archive])
+    dest = os.path.join(os.fsencode(str(tmp_path)), b"opt-\xe9\n-x", b"app")
+    proc = subprocess.run([os.fsencode(str(bbrun)), b"install", os.fsencode(str(archive)), dest], capture_output=True)
+    assert proc.returncode == 0, proc.stderr.decode("utf-8", "replace")
+    assert_runs_on_own_bytes(dest, launch_bytes(bbrun, dest), [os.fsencode(str(app["root"]))])
+    proc = subprocess.run([os.fsencode(str(bbrun)), b"verify", dest], capture_output=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # Re-install (an upgrade in place) keeps working at the same odd path.
+    proc = subprocess.run([os.fsencode(str(bbrun)), b"install", os.fsencode(str(archive)), dest], capture_output=True)
+    assert proc.returncode == 0, proc.stderr.decode("utf-8", "replace")
+    assert_runs_on_own_bytes(dest, launch_bytes(bbrun, dest), [os.fsencode(str(app["root"]))])
+
+
+def test_freeze_at_non_utf8_path_is_one_clear_line(app, bbrun, tmp_path):
+    """Freeze searches files for the build root as text: at a root that is
+    not UTF-8 it refuses in one line instead of recording a lossy root."""
+    root = os.path.join(os.fsencode(str(tmp_path)), b"b\xe9")
+    shutil.copytree(os.fsdecode(os.fsencode(str(app["root"]))), os.fsdecode(root), symlinks=True)
+    before = (Path(os.fsdecode(root)) / ".bbrun" / "map.toml").read_bytes()
+    proc = subprocess.run([os.fsencode(str(bbrun)), b"freeze", root], capture_output=True)
     assert proc.returncode != 0
     err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
     assert len(err) == 1 and "not UTF-8" in err[0], err
-    assert (Path(os.fsdecode(dest)) / "etc" / "app.conf").read_bytes() == before
-    proc = subprocess.run([os.fsencode(str(bbrun)), b"relocate", dest], capture_output=True)
-    assert proc.returncode != 0 and b"not UTF-8" in proc.stderr
-    assert (Path(os.fsdecode(dest)) / "etc" / "app.conf").read_bytes() == before
+    assert (Path(os.fsdecode(root)) / ".bbrun" / "map.toml").read_bytes() == before
 
 
 # --- a venv inside the tree (the Plone 6 layout) -----------------------------

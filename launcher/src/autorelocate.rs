@@ -10,7 +10,6 @@
 //! rewrite once. The hot path pays one string comparison: only a tree whose
 //! map names another root does any of this.
 
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -27,28 +26,23 @@ pub const LOCK_FILE: &str = "lock";
 /// reloaded. A tree that cannot be relocated refuses to start: running it
 /// would read another copy's files.
 pub fn ensure_own_files(tree: FrozenTree) -> Result<FrozenTree> {
-    if tree.map.files_root().as_bytes() == tree.root.as_os_str().as_bytes() {
+    if tree.map.files_root() == tree.root {
         return Ok(tree);
     }
     // The same directory by another spelling (a symlinked path): the files
     // name this very tree; rewriting them at every switch of spelling
     // would only churn.
-    if same_dir(Path::new(tree.map.files_root()), &tree.root) {
+    if same_dir(tree.map.files_root(), &tree.root) {
         return Ok(tree);
     }
     let root = tree.root.clone();
-    let Some(here) = root.to_str() else {
-        bail!(
-            "{}: this path is not UTF-8 text, which the relocation map (TOML) cannot record, so the tree's files cannot be rewritten for it; move the tree to a path that is UTF-8",
-            root.display()
-        );
-    };
+    let here = root.display();
     let state = root.join(STATE_DIR);
     if nix::unistd::access(&state, nix::unistd::AccessFlags::W_OK).is_err() {
         bail!(
             "{}: moved from {}, and its recorded files (config, .installed.cfg) still name that place, but this user cannot rewrite them; run `bbrun relocate {here}` as the tree's owner",
             root.display(),
-            tree.map.files_root()
+            tree.map.files_root().display()
         );
     }
     let lock_path = state.join(LOCK_FILE);
@@ -63,11 +57,11 @@ pub fn ensure_own_files(tree: FrozenTree) -> Result<FrozenTree> {
         .with_context(|| format!("{}: cannot lock", lock_path.display()))?;
     // Another launch may have relocated while this one waited: retarget
     // re-reads the map and does nothing then.
-    retarget::retarget(&root, here).map_err(|e| {
+    retarget::retarget(&root, &root).map_err(|e| {
         anyhow::anyhow!(
             "{}: moved from {}; rewriting its recorded files for this place failed ({e:#}); fix that and run `bbrun relocate {here}`",
             root.display(),
-            tree.map.files_root()
+            tree.map.files_root().display()
         )
     })?;
     FrozenTree::open(&root)

@@ -180,6 +180,64 @@ pub fn relative_inside(path: &str, base: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// A file name as text for the names bbrun derives from it (`.DEST.bbrun-prev`,
+/// staging dirs, journals), one-to-one so two destinations never share
+/// them: a UTF-8 name without `%` is itself; any other has `%` and each
+/// byte that is not UTF-8 written `%XX` (so it holds a `%` and cannot equal
+/// a name of the first kind).
+pub fn name_key(name: &std::ffi::OsStr) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    if let Some(s) = name.to_str().filter(|s| !s.contains('%')) {
+        return s.to_string();
+    }
+    percent_escape(name.as_bytes())
+}
+
+/// `bytes` as text: valid UTF-8 kept, `%` and every other byte as `%XX`.
+/// Undone by [`percent_unescape`].
+pub fn percent_escape(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '%' => out.push_str("%25"),
+                c => out.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The bytes [`percent_escape`] wrote; `None` for a bad `%XX`.
+pub fn percent_unescape(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut bytes = text.bytes();
+    while let Some(b) = bytes.next() {
+        if b != b'%' {
+            out.push(b);
+            continue;
+        }
+        let hex = [bytes.next()?, bytes.next()?];
+        out.push(u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?);
+    }
+    Some(out)
+}
+
+/// [`relative_inside`] on bytes: the part of `path` below `base`.
+pub fn relative_inside_bytes<'a>(path: &'a [u8], base: &[u8]) -> Option<&'a [u8]> {
+    let mut base = base;
+    while let Some(b) = base.strip_suffix(b"/") {
+        base = b;
+    }
+    if path == base {
+        return Some(b"");
+    }
+    path.strip_prefix(base)?.strip_prefix(b"/")
+}
+
 /// First index of `needle` in `haystack`.
 pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     if needle.is_empty() || needle.len() > haystack.len() {

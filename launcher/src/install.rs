@@ -91,14 +91,8 @@ pub fn install(
         unpack::detect(&archive)?;
     }
     let dest = fsutil::absolute_lexical(dest)?;
-    if dest.to_str().is_none() {
-        bail!(
-            "{}: this path is not UTF-8 text, which the relocation map (TOML) cannot record; install at a path that is UTF-8",
-            dest.display()
-        );
-    }
     let (parent, name) = match (dest.parent(), dest.file_name()) {
-        (Some(p), Some(n)) => (p.to_path_buf(), n.to_string_lossy().into_owned()),
+        (Some(p), Some(n)) => (p.to_path_buf(), fsutil::name_key(n)),
         _ => bail!("{}: cannot install at the filesystem root", dest.display()),
     };
     fs::create_dir_all(&parent).with_context(|| format!("{}: cannot create", parent.display()))?;
@@ -216,8 +210,7 @@ fn stage(
     external.extend(crate::install_links::repoint(
         archive, staging, &skipped, &frozen,
     )?);
-    let dest_s = dest.to_string_lossy().into_owned();
-    let retargeted = retarget::retarget(staging, &dest_s)?;
+    let retargeted = retarget::retarget(staging, dest)?;
     let tree = FrozenTree::open(staging)?;
     let real_root = fs::canonicalize(staging)
         .with_context(|| format!("{}: cannot resolve", staging.display()))?;
@@ -239,7 +232,7 @@ fn stage(
     }
     Ok(InstallReport {
         archive: archive.display().to_string(),
-        dest: dest_s,
+        dest: dest.display().to_string(),
         entries: unpacked.entries.len(),
         bytes: unpacked
             .entries

@@ -91,7 +91,7 @@ pub fn plan(script: &Path, args: &[OsString]) -> Result<LaunchPlan> {
     }
     argv.extend(args.iter().cloned());
 
-    let pathmap = crate::map_check::encode_pathmap(&crate::launch_view::pathmap_pairs(&tree));
+    let pathmap = crate::map_check::encode_pathmap(&tree.path_mapping());
     let mut pythonpath = shim_dir.as_os_str().to_owned();
     if let Some(existing) = std::env::var_os("PYTHONPATH").filter(|p| !p.is_empty()) {
         // A nested launch (a script of one tree running another's) must
@@ -228,8 +228,7 @@ fn is_read_only_buildout(args: &[OsString]) -> bool {
 
 /// `.installed.cfg` still names another root (cheap check first).
 fn needs_relocating(tree: &FrozenTree) -> bool {
-    tree.map.files_root() != tree.root.to_string_lossy()
-        && tree.root.join(".installed.cfg").exists()
+    tree.map.files_root() != tree.root && tree.root.join(".installed.cfg").exists()
 }
 
 /// A script that calls zc.buildout's main (any name), read from disk.

@@ -21,32 +21,6 @@ pub struct View {
     pub site_dirs: Vec<String>,
 }
 
-/// `(old, new)` pairs for the shim, longest old first: every collected
-/// prefix to its copy in the tree, every old root to the root as reached.
-/// The new side is bytes: the root may be any path Linux allows.
-pub fn pathmap_pairs(tree: &FrozenTree) -> Vec<(String, OsString)> {
-    let root = tree.root.as_os_str();
-    let mut pairs: Vec<(String, OsString)> = tree
-        .map
-        .prefixes
-        .iter()
-        .map(|p| {
-            let mut new = root.to_owned();
-            new.push("/");
-            new.push(&p.in_tree);
-            (p.original.clone(), new)
-        })
-        .collect();
-    for old in tree.map.old_roots() {
-        if old.as_bytes() != root.as_bytes() {
-            pairs.push((old.to_string(), root.to_owned()));
-        }
-    }
-    pairs.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
-    pairs.dedup_by(|a, b| a.0 == b.0);
-    pairs
-}
-
 /// The build interpreter's place in this tree, when it was built inside
 /// the tree (`ROOT/venv/bin/python3`): the tree's own, first.
 pub fn in_tree_interpreter(tree: &FrozenTree) -> Option<PathBuf> {
@@ -54,7 +28,7 @@ pub fn in_tree_interpreter(tree: &FrozenTree) -> Option<PathBuf> {
     tree.map
         .old_roots()
         .iter()
-        .find_map(|old| fsutil::relative_inside(want, old))
+        .find_map(|old| fsutil::relative_inside(want, std::str::from_utf8(old).ok()?))
         .map(|rel| tree.root.join(rel))
 }
 
@@ -96,14 +70,10 @@ pub fn extra_env(view: Option<&View>) -> Vec<(OsString, OsString)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::ffi::OsStringExt;
 
     #[test]
     fn pathmap_keeps_non_utf8_bytes() {
-        let pairs = vec![(
-            "/old".to_string(),
-            OsString::from_vec(b"/new\xff/x".to_vec()),
-        )];
+        let pairs = vec![(b"/old".to_vec(), b"/new\xff/x".to_vec())];
         assert_eq!(
             crate::map_check::encode_pathmap(&pairs).as_bytes(),
             b"/old\t/new\xff/x\n".as_slice()

@@ -7,6 +7,7 @@
 //! did about it) lives beside it in `inventory.toml`, read only by the
 //! commands that rewrite or report files.
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -53,12 +54,94 @@ pub struct BuildRoot {
     /// Roots the tree's text files were rewritten for since the build (by
     /// `bbrun install`/`bbrun relocate`), oldest first. The launcher maps all
     /// of them, so a tree moved again still resolves paths named by scripts.
+    /// Destinations are chosen by whoever installs, so they are bytes.
     #[serde(default)]
-    pub previous_roots: Vec<String>,
+    pub previous_roots: Vec<RootPath>,
     /// The root that rewritten text files (`.installed.cfg`, egg-links...)
     /// currently name; equal to `root` until a relocate.
     #[serde(default)]
-    pub files_root: Option<String>,
+    pub files_root: Option<RootPath>,
+}
+
+/// An absolute path as Linux holds it: bytes, not necessarily UTF-8.
+///
+/// TOML strings are Unicode, so a path that is UTF-8 is written as it is
+/// and any other as `bytes:` followed by the path with each byte that is
+/// not part of valid UTF-8, and `%` itself, written `%XX`. A root is
+/// absolute, so it never starts with `bytes:`: the two forms cannot be
+/// confused, and an older bbrun reading the escaped form refuses it as a
+/// relative root instead of mapping wrong paths.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RootPath(PathBuf);
+
+const BYTES_TAG: &str = "bytes:";
+
+impl RootPath {
+    pub fn new(path: impl Into<PathBuf>) -> RootPath {
+        RootPath(path.into())
+    }
+
+    pub fn as_path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        use std::os::unix::ffi::OsStrExt;
+        self.0.as_os_str().as_bytes()
+    }
+
+    /// The TOML form (see the type's documentation).
+    pub fn encode(&self) -> String {
+        match self.0.to_str() {
+            Some(s) => s.to_string(),
+            None => format!("{BYTES_TAG}{}", fsutil::percent_escape(self.as_bytes())),
+        }
+    }
+
+    /// The path a TOML string names; `None` for a malformed escape.
+    pub fn decode(s: &str) -> Option<RootPath> {
+        use std::os::unix::ffi::OsStringExt;
+        let Some(rest) = s.strip_prefix(BYTES_TAG) else {
+            return Some(RootPath(PathBuf::from(s)));
+        };
+        let bytes = fsutil::percent_unescape(rest)?;
+        Some(RootPath(PathBuf::from(std::ffi::OsString::from_vec(bytes))))
+    }
+}
+
+impl std::fmt::Display for RootPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.display().fmt(f)
+    }
+}
+
+impl From<&str> for RootPath {
+    fn from(s: &str) -> RootPath {
+        RootPath(PathBuf::from(s))
+    }
+}
+
+impl From<&Path> for RootPath {
+    fn from(p: &Path) -> RootPath {
+        RootPath(p.to_path_buf())
+    }
+}
+
+impl Serialize for RootPath {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.encode())
+    }
+}
+
+impl<'de> Deserialize<'de> for RootPath {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<RootPath, D::Error> {
+        let s = String::deserialize(d)?;
+        RootPath::decode(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "{s:?} is not a path: `bytes:` form with a bad %XX escape"
+            ))
+        })
+    }
 }
 
 /// The interpreter the scripts were built with, and how to find a
@@ -175,22 +258,45 @@ pub struct Inventory {
 }
 
 impl RelocationMap {
-    /// Every root the tree's paths may name, longest first so that a root
-    /// nested in another maps by its own entry.
-    pub fn old_roots(&self) -> Vec<&str> {
-        let mut roots: Vec<&str> = vec![&self.build.root, &self.build.root_realpath];
-        roots.extend(self.build.previous_roots.iter().map(String::as_str));
+    /// Every root the tree's paths may name, as bytes, longest first so
+    /// that a root nested in another maps by its own entry.
+    pub fn old_roots(&self) -> Vec<&[u8]> {
+        let mut roots: Vec<&[u8]> = vec![
+            self.build.root.as_bytes(),
+            self.build.root_realpath.as_bytes(),
+        ];
+        roots.extend(self.build.previous_roots.iter().map(RootPath::as_bytes));
         if let Some(files_root) = &self.build.files_root {
-            roots.push(files_root);
+            roots.push(files_root.as_bytes());
         }
-        roots.sort_by_key(|r| std::cmp::Reverse(r.len()));
+        roots.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
         roots.dedup();
         roots
     }
 
+    /// [`old_roots`](Self::old_roots) as text, for the freeze side, which
+    /// scans files for them as strings; an error names the root that is
+    /// not UTF-8.
+    pub fn old_roots_utf8(&self) -> Result<Vec<String>> {
+        self.old_roots()
+            .into_iter()
+            .map(|r| {
+                std::str::from_utf8(r).map(str::to_string).map_err(|_| {
+                    anyhow::anyhow!(
+                        "{}: the tree was relocated to this path, which is not UTF-8 text; freeze reads the tree's files as text, so move it to a UTF-8 path and run `bbrun relocate` there first",
+                        Path::new(std::ffi::OsStr::from_bytes(r)).display()
+                    )
+                })
+            })
+            .collect()
+    }
+
     /// The root that text files rewritten by relocate currently name.
-    pub fn files_root(&self) -> &str {
-        self.build.files_root.as_deref().unwrap_or(&self.build.root)
+    pub fn files_root(&self) -> &Path {
+        match &self.build.files_root {
+            Some(r) => r.as_path(),
+            None => Path::new(&self.build.root),
+        }
     }
 
     pub fn script(&self, rel: &str) -> Option<&Script> {
@@ -410,6 +516,28 @@ mod tests {
         let mut map = sample();
         map.build.root_realpath = map.build.root.clone();
         map.build.previous_roots = vec!["/b".into()];
-        assert_eq!(map.old_roots(), vec!["/build/app", "/b"]);
+        assert_eq!(map.old_roots(), vec![&b"/build/app"[..], b"/b"]);
+    }
+
+    #[test]
+    fn roots_that_are_not_utf8_round_trip_exactly() {
+        use std::os::unix::ffi::OsStringExt;
+        let odd = |b: &[u8]| RootPath::new(std::ffi::OsString::from_vec(b.to_vec()));
+        let mut map = sample();
+        map.build.previous_roots = vec![odd(b"/srv/caf\xe9"), odd(b"/p/100%/\xff\xfe x")];
+        map.build.files_root = Some(odd(b"/opt/\xc3\xa9t\xe9%41"));
+        let text = toml::to_string_pretty(&map).unwrap();
+        assert!(text.contains("bytes:/srv/caf%E9"), "{text}");
+        assert!(text.contains("bytes:/opt/\u{e9}t%E9%2541"), "{text}");
+        let back = parse(&text, Path::new("m.toml")).unwrap();
+        assert_eq!(back, map);
+        assert_eq!(
+            back.files_root().as_os_str().as_bytes(),
+            b"/opt/\xc3\xa9t\xe9%41"
+        );
+        // UTF-8 roots stay readable as they are.
+        assert_eq!(RootPath::from("/a/%b").encode(), "/a/%b");
+        assert_eq!(RootPath::decode("bytes:/x%4"), None);
+        assert_eq!(RootPath::decode("bytes:/x%zz"), None);
     }
 }

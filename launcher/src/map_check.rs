@@ -10,7 +10,7 @@
 //! legal in Linux paths and are kept: [`encode_pathmap`] escapes them.
 
 use std::ffi::OsString;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Component, Path};
 
 use anyhow::{bail, Result};
@@ -24,13 +24,13 @@ pub fn validate(map: &RelocationMap, path: &Path) -> Result<()> {
         ("build.root", &b.root),
         ("build.root_realpath", &b.root_realpath),
     ];
-    roots.extend(
-        b.previous_roots
-            .iter()
-            .map(|r| ("build.previous_roots", r.as_str())),
-    );
-    if let Some(f) = &b.files_root {
-        roots.push(("build.files_root", f));
+    let root_paths = b
+        .previous_roots
+        .iter()
+        .map(|r| ("build.previous_roots", r))
+        .chain(b.files_root.iter().map(|r| ("build.files_root", r)));
+    for (field, root) in root_paths {
+        absolute_bytes(field, root.as_bytes(), path)?;
     }
     roots.extend(
         map.prefixes
@@ -85,12 +85,21 @@ fn no_nul(field: &str, value: &str, path: &Path) -> Result<()> {
 }
 
 fn absolute(field: &str, value: &str, path: &Path) -> Result<()> {
-    no_nul(field, value, path)?;
-    if !value.starts_with('/') {
+    absolute_bytes(field, value.as_bytes(), path)
+}
+
+fn absolute_bytes(field: &str, value: &[u8], path: &Path) -> Result<()> {
+    if value.contains(&0) {
+        bail!(
+            "{}: {field} holds a NUL byte, which no path can; the map is corrupt or forged, freeze the tree again from its source",
+            path.display()
+        );
+    }
+    if !value.starts_with(b"/") {
         bail!(
             "{}: {field} {} is not an absolute path; the map is corrupt or forged, freeze the tree again from its source",
             path.display(),
-            crate::errline::quote(value)
+            crate::errline::quote(&String::from_utf8_lossy(value))
         );
     }
     Ok(())
@@ -120,12 +129,12 @@ fn relative_inside(field: &str, value: &str, path: &Path) -> Result<()> {
 /// decodes the variable with `os.environb` + `os.fsdecode`, so a path that
 /// is not UTF-8 round-trips as surrogate escapes. Decoded by `_parse` in
 /// shim/bbrun_shim.py.
-pub fn encode_pathmap<A: AsRef<[u8]>, B: AsRef<std::ffi::OsStr>>(pairs: &[(A, B)]) -> OsString {
+pub fn encode_pathmap<A: AsRef<[u8]>, B: AsRef<[u8]>>(pairs: &[(A, B)]) -> OsString {
     let mut out = Vec::new();
     for (old, new) in pairs {
         escape_into(old.as_ref(), &mut out);
         out.push(b'\t');
-        escape_into(new.as_ref().as_bytes(), &mut out);
+        escape_into(new.as_ref(), &mut out);
         out.push(b'\n');
     }
     OsString::from_vec(out)
@@ -210,7 +219,7 @@ mod tests {
 
     #[test]
     fn pathmap_escapes_separators() {
-        let pairs = vec![(b"/a\tb\\".to_vec(), OsString::from_vec(b"/n\nw".to_vec()))];
+        let pairs = vec![(b"/a\tb\\".to_vec(), b"/n\nw".to_vec())];
         let enc = encode_pathmap(&pairs).into_vec();
         assert_eq!(enc, b"/a\\tb\\\\\t/n\\nw\n".to_vec());
     }

@@ -90,8 +90,8 @@ impl InTree {
     /// root and its realpath, and every collected prefix.
     pub fn for_map(root: &Path, map: &RelocationMap) -> Result<InTree> {
         let mut places = InTree::default();
-        for r in map.old_roots() {
-            places.add(r, "");
+        for r in map.old_roots_utf8()? {
+            places.add(&r, "");
         }
         places.add(&root.to_string_lossy(), "");
         let real = std::fs::canonicalize(root)

@@ -29,7 +29,7 @@ pub fn prepare_for_prefix(
     prefix: &str,
 ) -> Result<usize> {
     let mut changed = 0;
-    let pairs = relocate::rewrite_pairs(map, prefix);
+    let pairs = relocate::rewrite_pairs(map, Path::new(prefix));
     let inv_path = map::inventory_path(root);
     if inv_path.exists() {
         for entry in map::load_inventory(&inv_path)?.files {
@@ -49,7 +49,7 @@ pub fn prepare_for_prefix(
         }
     }
 
-    let relocated = relocate::relocated_map(map, prefix);
+    let relocated = relocate::relocated_map(map, Path::new(prefix));
     set.put_file(&map_rel(), map_text(&relocated)?.into_bytes(), None)?;
 
     let exe = std::env::current_exe().context("cannot find the running bbrun binary")?;
@@ -287,7 +287,7 @@ mod tests {
             Path::new("map.toml"),
         )
         .unwrap();
-        assert_eq!(packed_map.files_root(), "/opt/app");
+        assert_eq!(packed_map.files_root(), Path::new("/opt/app"));
         let launcher = set.get(PACKAGED_LAUNCHER).unwrap();
         assert_eq!(launcher.mode, 0o755);
         assert!(launcher.size > 0);

@@ -5,7 +5,6 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::fsutil;
 use crate::map::RelocationMap;
 
 /// Where the tree's `sys.path` entries are, as absolute paths in the tree's
@@ -20,21 +19,11 @@ impl SysPathRoots {
     /// `root`) and the prefixes freeze collected. Directories recognised by
     /// layout (`*.egg`, `site-packages`, `lib-dynload`) need no listing.
     pub fn for_tree(root: &Path, map: &RelocationMap) -> SysPathRoots {
-        let here = root.to_string_lossy().into_owned();
-        let pairs = crate::relocate::rewrite_pairs(map, &here);
+        let pairs = crate::relocate::rewrite_pairs(map, root);
         let mut roots: Vec<PathBuf> = map.prefixes.iter().map(|p| root.join(&p.in_tree)).collect();
         if let Ok(found) = crate::freeze::scripts::find(root, Some(map)) {
             for entry in found.iter().flat_map(|f| f.sys_path.iter()) {
-                let mapped = pairs.iter().find_map(|(old, new)| {
-                    fsutil::relative_inside(entry, old).map(|rest| {
-                        if rest.is_empty() {
-                            PathBuf::from(new)
-                        } else {
-                            Path::new(new).join(rest)
-                        }
-                    })
-                });
-                roots.push(mapped.unwrap_or_else(|| PathBuf::from(entry)));
+                roots.push(crate::freeze::index::current_dir(entry, &pairs));
             }
         }
         roots.sort();

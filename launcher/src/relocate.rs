@@ -5,21 +5,34 @@
 //! what changes are the files the inventory marks `rewrite-on-relocate`:
 //! `.installed.cfg`, egg-links, `.pth`, editable finders, config files.
 
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
 use crate::fsutil;
-use crate::map::RelocationMap;
+use crate::map::{RelocationMap, RootPath};
+
+/// One old path prefix and what it becomes, as bytes: a destination need
+/// not be UTF-8.
+pub type PathPair = (Vec<u8>, Vec<u8>);
 
 /// Every path prefix a recorded file may name, with what it becomes under
 /// `new_root`, longest first: collected prefixes map into the tree's
 /// `.bbrun/external/`, every old root maps to `new_root`.
-pub fn rewrite_pairs(map: &RelocationMap, new_root: &str) -> Vec<(String, String)> {
-    let mut pairs: Vec<(String, String)> = map
+pub fn rewrite_pairs(map: &RelocationMap, new_root: &Path) -> Vec<PathPair> {
+    let new_root = new_root.as_os_str().as_bytes();
+    let mut pairs: Vec<PathPair> = map
         .prefixes
         .iter()
-        .map(|p| (p.original.clone(), format!("{new_root}/{}", p.in_tree)))
+        .map(|p| {
+            let mut new = new_root.to_vec();
+            new.push(b'/');
+            new.extend_from_slice(p.in_tree.as_bytes());
+            (p.original.clone().into_bytes(), new)
+        })
         .collect();
     for old in map.old_roots() {
         if old != new_root {
-            pairs.push((old.to_string(), new_root.to_string()));
+            pairs.push((old.to_vec(), new_root.to_vec()));
         }
     }
     pairs.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
@@ -29,16 +42,19 @@ pub fn rewrite_pairs(map: &RelocationMap, new_root: &str) -> Vec<(String, String
 
 /// Rewrite `text` for `pairs` in one pass (a path produced by one pair is
 /// never rewritten by another); `None` when nothing changed.
-pub fn rewrite_text(text: &[u8], pairs: &[(String, String)]) -> Option<Vec<u8>> {
+pub fn rewrite_text<A: AsRef<[u8]>, B: AsRef<[u8]>>(
+    text: &[u8],
+    pairs: &[(A, B)],
+) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(text.len());
     let mut pos = 0;
     let mut changed = false;
     while pos < text.len() {
         // The earliest boundary-respecting match of any old prefix; on a
         // tie the longer prefix (listed first) wins.
-        let mut best: Option<(usize, &(String, String))> = None;
+        let mut best: Option<(usize, &(A, B))> = None;
         for pair in pairs {
-            let old = pair.0.as_bytes();
+            let old = pair.0.as_ref();
             let mut from = pos;
             while let Some(i) = fsutil::find(&text[from..], old) {
                 let at = from + i;
@@ -53,8 +69,8 @@ pub fn rewrite_text(text: &[u8], pairs: &[(String, String)]) -> Option<Vec<u8>> 
         }
         let Some((at, (old, new))) = best else { break };
         out.extend_from_slice(&text[pos..at]);
-        out.extend_from_slice(new.as_bytes());
-        pos = at + old.len();
+        out.extend_from_slice(new.as_ref());
+        pos = at + old.as_ref().len();
         changed = true;
     }
     if !changed {
@@ -89,14 +105,16 @@ fn is_boundary(after: Option<u8>) -> bool {
 /// The map after its recorded files were rewritten for `new_root`: the
 /// root they named before joins `previous_roots` (the scripts' paths still
 /// need mapping from every root the tree ever had).
-pub fn relocated_map(map: &RelocationMap, new_root: &str) -> RelocationMap {
+pub fn relocated_map(map: &RelocationMap, new_root: &Path) -> RelocationMap {
     let mut out = map.clone();
-    let before = map.files_root().to_string();
-    if before != new_root {
-        if before != out.build.root && !out.build.previous_roots.contains(&before) {
+    let before = RootPath::from(map.files_root());
+    if before.as_path() != new_root {
+        if before.as_path() != Path::new(&out.build.root)
+            && !out.build.previous_roots.contains(&before)
+        {
             out.build.previous_roots.push(before);
         }
-        out.build.files_root = Some(new_root.to_string());
+        out.build.files_root = Some(RootPath::from(new_root));
     }
     out
 }

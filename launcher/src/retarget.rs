@@ -20,7 +20,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::fsutil;
-use crate::map::{self, Action, RelocationMap};
+use crate::map::{self, Action, RelocationMap, RootPath};
 use crate::relocate;
 
 /// The journal of an unfinished retarget, in the tree's state dir.
@@ -28,7 +28,7 @@ pub const JOURNAL: &str = "relocate-journal.toml";
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Journal {
-    new_root: String,
+    new_root: RootPath,
     /// Root-relative paths whose new content waits in a pending sibling.
     files: Vec<String>,
 }
@@ -49,10 +49,10 @@ pub struct RetargetReport {
 
 /// Rewrite the tree at `root` (where it is now) so its recorded files name
 /// `new_root`. Idempotent; finishes an interrupted earlier run first.
-pub fn retarget(root: &Path, new_root: &str) -> Result<RetargetReport> {
+pub fn retarget(root: &Path, new_root: &Path) -> Result<RetargetReport> {
     let mut report = RetargetReport {
         root: root.display().to_string(),
-        to: new_root.to_string(),
+        to: new_root.display().to_string(),
         ..Default::default()
     };
     report.resumed = finish_journal(root)?;
@@ -63,7 +63,7 @@ pub fn retarget(root: &Path, new_root: &str) -> Result<RetargetReport> {
     if map.files_root() == new_root {
         return Ok(report);
     }
-    report.from = map.files_root().to_string();
+    report.from = map.files_root().display().to_string();
     let inventory = map::load_inventory(&map::inventory_path(root))?;
     let pairs = relocate::rewrite_pairs(&map, new_root);
     let real_root =
@@ -103,7 +103,7 @@ pub fn retarget(root: &Path, new_root: &str) -> Result<RetargetReport> {
         return Err(e);
     }
     let journal = Journal {
-        new_root: new_root.to_string(),
+        new_root: RootPath::from(new_root),
         files: pending.clone(),
     };
     let journal_path = root.join(map::STATE_DIR).join(JOURNAL);
@@ -148,8 +148,11 @@ fn finish_journal(root: &Path) -> Result<bool> {
     }
     let map_path = map::map_path(root);
     let map: RelocationMap = map::load(&map_path)?;
-    if map.files_root() != journal.new_root {
-        map::save(&map_path, &relocate::relocated_map(&map, &journal.new_root))?;
+    if map.files_root() != journal.new_root.as_path() {
+        map::save(
+            &map_path,
+            &relocate::relocated_map(&map, journal.new_root.as_path()),
+        )?;
     }
     fs::remove_file(&journal_path)
         .with_context(|| format!("{}: cannot remove", journal_path.display()))?;
@@ -254,21 +257,21 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let root = d.path().join("a/b");
         tree(&root, "/a");
-        let r = retarget(&root, "/a/b").unwrap();
+        let r = retarget(&root, Path::new("/a/b")).unwrap();
         assert_eq!(r.rewritten, [".installed.cfg"]);
         let want = "[app]\n_b = /a/b/bin\nx = /a2\n";
         assert_eq!(
             fs::read_to_string(root.join(".installed.cfg")).unwrap(),
             want
         );
-        let again = retarget(&root, "/a/b").unwrap();
+        let again = retarget(&root, Path::new("/a/b")).unwrap();
         assert!(again.rewritten.is_empty());
         assert_eq!(
             fs::read_to_string(root.join(".installed.cfg")).unwrap(),
             want
         );
         let map = map::load(&map::map_path(&root)).unwrap();
-        assert_eq!(map.files_root(), "/a/b");
+        assert_eq!(map.files_root(), Path::new("/a/b"));
     }
 
     #[test]
@@ -288,7 +291,7 @@ mod tests {
             toml::to_string(&j).unwrap(),
         )
         .unwrap();
-        let r = retarget(&root, "/new").unwrap();
+        let r = retarget(&root, Path::new("/new")).unwrap();
         assert!(r.resumed);
         assert!(r.rewritten.is_empty());
         assert_eq!(fs::read_to_string(&cfg).unwrap(), "[app]\n_b = /new/bin\n");
@@ -309,7 +312,7 @@ mod tests {
         bad.path = "../outside".into();
         inv.files.push(bad);
         map::save_inventory(&map::inventory_path(&root), &inv).unwrap();
-        assert!(retarget(&root, "/new").is_err());
+        assert!(retarget(&root, Path::new("/new")).is_err());
         let left: Vec<_> = walkdir::WalkDir::new(&root)
             .into_iter()
             .flatten()
@@ -330,7 +333,7 @@ mod tests {
             let mut inv = map::load_inventory(&map::inventory_path(&root)).unwrap();
             inv.files[0].path = bad.into();
             map::save_inventory(&map::inventory_path(&root), &inv).unwrap();
-            let err = format!("{:#}", retarget(&root, "/new").unwrap_err());
+            let err = format!("{:#}", retarget(&root, Path::new("/new")).unwrap_err());
             assert!(err.contains("refusing to rewrite"), "{err}");
             assert_eq!(
                 fs::read_to_string(d.path().join("victim")).unwrap(),

@@ -33,8 +33,8 @@ impl FrozenTree {
     }
 
     /// `(old, new)` pairs the shim applies, longest old path first.
-    pub fn path_mapping(&self) -> Vec<(String, String)> {
-        crate::relocate::rewrite_pairs(&self.map, &self.root.to_string_lossy())
+    pub fn path_mapping(&self) -> Vec<crate::relocate::PathPair> {
+        crate::relocate::rewrite_pairs(&self.map, &self.root)
     }
 }
 

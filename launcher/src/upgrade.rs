@@ -36,9 +36,9 @@ fn journal_prefix(name: &str) -> String {
 #[derive(Debug, Serialize, Deserialize)]
 struct Journal {
     /// The tree the paths leave (DEST).
-    from: String,
+    from: map::RootPath,
     /// The tree they go to (staging, or the backup for a rollback).
-    to: String,
+    to: map::RootPath,
     /// Root-relative paths, moved in this order.
     moved: Vec<String>,
 }
@@ -266,8 +266,8 @@ pub fn move_into(
         std::process::id()
     ));
     let text = toml::to_string(&Journal {
-        from: from.display().to_string(),
-        to: to.display().to_string(),
+        from: from.into(),
+        to: to.into(),
         moved: paths.clone(),
     })
     .context("serialising the state journal")?;
@@ -355,7 +355,7 @@ pub fn recover_journals(parent: &Path, name: &str) -> Result<()> {
                     x.message()
                 )
             })?;
-            if !Path::new(&j.from).is_dir() {
+            if !j.from.as_path().is_dir() {
                 bail!(
                     "{}: an interrupted upgrade moved state out of {}, which is missing; move the paths it lists from {} back by hand, then remove it",
                     e.path().display(),
@@ -363,7 +363,7 @@ pub fn recover_journals(parent: &Path, name: &str) -> Result<()> {
                     j.to
                 );
             }
-            if !undo(Path::new(&j.from), Path::new(&j.to), &j.moved) {
+            if !undo(j.from.as_path(), j.to.as_path(), &j.moved) {
                 bail!(
                     "{}: an interrupted upgrade left state in {} that cannot go back to {}; move the paths it lists by hand, then remove it",
                     e.path().display(),
@@ -392,7 +392,7 @@ pub struct RollbackReport {
 pub fn rollback(dest: &Path, force: bool) -> Result<RollbackReport> {
     let dest = fsutil::absolute_lexical(dest)?;
     let (parent, name) = match (dest.parent(), dest.file_name()) {
-        (Some(p), Some(n)) => (p.to_path_buf(), n.to_string_lossy().into_owned()),
+        (Some(p), Some(n)) => (p.to_path_buf(), fsutil::name_key(n)),
         _ => bail!("{}: not an installed tree", dest.display()),
     };
     crate::install::recover(&parent, &name, &dest)?;

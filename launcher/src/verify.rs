@@ -3,6 +3,7 @@
 //! from everything else.
 
 use std::collections::HashMap;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -352,24 +353,27 @@ fn undo_rewrite_matches(
         return None;
     }
     let bytes = std::fs::read(root.join(rel)).ok()?;
-    let now = map.files_root();
-    let mut candidates: Vec<&str> = vec![&map.build.root];
-    candidates.extend(map.build.previous_roots.iter().map(String::as_str));
+    let now = map.files_root().as_os_str().as_bytes();
+    let mut candidates: Vec<&[u8]> = vec![map.build.root.as_bytes()];
+    candidates.extend(map.build.previous_roots.iter().map(|r| r.as_bytes()));
     for old in candidates.into_iter().filter(|c| *c != now) {
         // The packed copy names the collected copies by their original
         // paths when it was packed where it was built, or by the in-tree
         // copies under `old` when it was packed after a relocate (freeze,
         // mv, relocate, pack): both are tried.
         for to_originals in [true, false] {
-            let mut pairs: Vec<(String, String)> = if to_originals {
+            let mut pairs: Vec<(Vec<u8>, &[u8])> = if to_originals {
                 map.prefixes
                     .iter()
-                    .map(|p| (format!("{now}/{}", p.in_tree), p.original.clone()))
+                    .map(|p| {
+                        let copy = [now, b"/", p.in_tree.as_bytes()].concat();
+                        (copy, p.original.as_bytes())
+                    })
                     .collect()
             } else {
                 vec![]
             };
-            pairs.push((now.to_string(), old.to_string()));
+            pairs.push((now.to_vec(), old));
             pairs.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
             let undone =
                 crate::relocate::rewrite_text(&bytes, &pairs).unwrap_or_else(|| bytes.clone());

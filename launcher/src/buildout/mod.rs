@@ -49,10 +49,10 @@ pub enum Moved {
 
 /// Run the buildout script `script` of the tree at `root` with `args`.
 pub fn run(root: &Path, script: &Path, args: &[OsString], moved: Moved) -> Result<i32> {
-    let here = root.to_string_lossy().into_owned();
+    let here = root.display();
     // A refused run writes nothing, not even the lock file.
     if moved == Moved::Refuse {
-        refuse_unrelocated(root, &here)?;
+        refuse_unrelocated(root)?;
     }
     let lock = lock::acquire(root)?;
     if snapshot::repair(root)? {
@@ -61,7 +61,7 @@ pub fn run(root: &Path, script: &Path, args: &[OsString], moved: Moved) -> Resul
             root.display()
         );
     }
-    let moved = retarget::retarget(root, &here)?;
+    let moved = retarget::retarget(root, root)?;
     if !moved.from.is_empty() {
         println!(
             "bbrun: {here}: relocated from {} first ({} file(s) rewritten)",
@@ -256,11 +256,12 @@ pub fn run_planned(plan: LaunchPlan, script: &Path, args: &[OsString]) -> Result
 /// zc.buildout run where `.installed.cfg` names another root would
 /// uninstall the parts at the old paths (deleting a copy that still lives
 /// there) and rebuild everything.
-fn refuse_unrelocated(root: &Path, here: &str) -> Result<()> {
+fn refuse_unrelocated(root: &Path) -> Result<()> {
     let tree = FrozenTree::open(root)?;
-    let files_root = tree.map.files_root();
+    let files_root = tree.map.files_root().display();
+    let here = root.display();
     let installed = root.join(".installed.cfg");
-    if files_root != here && installed.exists() {
+    if tree.map.files_root() != root && installed.exists() {
         bail!(
             "{}: names the tree's old root {files_root}; a buildout run now would uninstall parts there and rebuild them here. Run `bbrun relocate {here}` first (or `bbrun buildout {here}`, which does)",
             installed.display()

@@ -22,13 +22,8 @@ pub fn run(args: Args) -> Result<i32> {
     let root = crate::fsutil::absolute_lexical(&args.root)?;
     // Fails with a clear message when ROOT is not a frozen tree.
     FrozenTree::open(&root)?;
-    let Some(here) = root.to_str().map(str::to_string) else {
-        anyhow::bail!(
-            "{}: this path is not UTF-8 text, which the relocation map (TOML) cannot record; move the tree to a path that is UTF-8",
-            root.display()
-        );
-    };
-    let report = retarget::retarget(&root, &here)?;
+    let here = root.display();
+    let report = retarget::retarget(&root, &root)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(0);

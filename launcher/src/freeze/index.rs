@@ -239,13 +239,16 @@ fn relative(root: &Path, dir: &Path) -> Option<String> {
 
 /// A sys.path literal of a script, as it names a directory of the tree
 /// now: mapped through the tree's old roots and collected prefixes.
-pub fn current_dir(literal: &str, pairs: &[(String, String)]) -> PathBuf {
+pub fn current_dir(literal: &str, pairs: &[crate::relocate::PathPair]) -> PathBuf {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
     for (old, new) in pairs {
-        if let Some(rest) = fsutil::relative_inside(literal, old) {
+        if let Some(rest) = fsutil::relative_inside_bytes(literal.as_bytes(), old) {
+            let new = Path::new(OsStr::from_bytes(new));
             return if rest.is_empty() {
-                PathBuf::from(new)
+                new.to_path_buf()
             } else {
-                Path::new(new).join(rest)
+                new.join(OsStr::from_bytes(rest))
             };
         }
     }
@@ -271,6 +274,7 @@ pub fn venv_site_dirs(root: &Path) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::ffi::OsStrExt;
 
     #[test]
     fn records_files_packages_and_namespace_portions() {
@@ -318,10 +322,12 @@ mod tests {
 
     #[test]
     fn maps_literals_through_old_roots() {
-        let pairs = vec![("/old".to_string(), "/new".to_string())];
+        let pairs = vec![(b"/old".to_vec(), b"/new\xe9".to_vec())];
         assert_eq!(
-            current_dir("/old/eggs/x.egg", &pairs),
-            PathBuf::from("/new/eggs/x.egg")
+            current_dir("/old/eggs/x.egg", &pairs)
+                .as_os_str()
+                .as_bytes(),
+            b"/new\xe9/eggs/x.egg"
         );
         assert_eq!(current_dir("/other", &pairs), PathBuf::from("/other"));
     }

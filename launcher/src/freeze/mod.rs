@@ -69,8 +69,16 @@ pub fn freeze(root_arg: &Path, opts: &FreezeOptions) -> Result<FreezeReport> {
     }
     let root_real = std::fs::canonicalize(&root)
         .with_context(|| format!("{}: cannot resolve", root.display()))?;
-    let root_s = root.to_string_lossy().into_owned();
-    let root_real_s = root_real.to_string_lossy().into_owned();
+    // Freeze finds the build paths in the tree's files as text; a path
+    // that is not UTF-8 cannot be searched for as one (a destination can:
+    // install, relocate and the launcher treat roots as bytes).
+    let (Some(root_s), Some(root_real_s)) = (root.to_str(), root_real.to_str()) else {
+        bail!(
+            "{}: this path is not UTF-8 text; freeze reads the tree's files as text and records the build root in them, so build and freeze at a UTF-8 path (the frozen tree may then be installed or moved to any path)",
+            root.display()
+        );
+    };
+    let (root_s, root_real_s) = (root_s.to_string(), root_real_s.to_string());
 
     let map_path = map::map_path(&root);
     let previous = if map_path.exists() {
@@ -93,7 +101,7 @@ pub fn freeze(root_arg: &Path, opts: &FreezeOptions) -> Result<FreezeReport> {
     };
     map.bbrun_version = env!("CARGO_PKG_VERSION").to_string();
     {
-        let mut roots: Vec<String> = map.old_roots().iter().map(|s| s.to_string()).collect();
+        let mut roots: Vec<String> = map.old_roots_utf8()?;
         roots.push(root_s.clone());
         roots.push(root_real_s.clone());
         let mut needles = roots.clone();
@@ -112,7 +120,7 @@ pub fn freeze(root_arg: &Path, opts: &FreezeOptions) -> Result<FreezeReport> {
 
     // Everything the tree knows as "inside": the current root and every
     // root it was built or relocated at.
-    let mut inside: Vec<String> = map.old_roots().iter().map(|s| s.to_string()).collect();
+    let mut inside: Vec<String> = map.old_roots_utf8()?;
     inside.push(root_s.clone());
     inside.push(root_real_s.clone());
     let is_inside = |p: &str| {
@@ -189,12 +197,12 @@ pub fn freeze(root_arg: &Path, opts: &FreezeOptions) -> Result<FreezeReport> {
     let native = native::freeze_native(&root, &mut map, &opts.native, opts.dry_run)?;
     let mut notes = native.notes;
 
-    let mut needles: Vec<String> = map.old_roots().iter().map(|s| s.to_string()).collect();
+    let mut needles: Vec<String> = map.old_roots_utf8()?;
     needles.extend(map.prefixes.iter().map(|p| p.original.clone()));
     let script_set: HashSet<String> = map.scripts.iter().map(|s| s.path.clone()).collect();
     // State first from what needs no scan (var/, the options), so the scan
     // skips databases and logs; then what the config files found name.
-    let roots: Vec<String> = map.old_roots().iter().map(|s| s.to_string()).collect();
+    let roots: Vec<String> = map.old_roots_utf8()?;
     let roots: Vec<&str> = roots.iter().map(String::as_str).collect();
     let mut policy = state_policy(&root, map.state.clone(), &[], &roots, opts);
     let mut entries =
@@ -263,9 +271,9 @@ fn import_index(
     found: &[scripts::FoundScript],
 ) -> Result<()> {
     let root_s = root.to_string_lossy();
-    let mut pairs = crate::relocate::rewrite_pairs(map, &root_s);
+    let mut pairs = crate::relocate::rewrite_pairs(map, root);
     if root_real != root_s {
-        pairs.push((root_real.to_string(), root_s.to_string()));
+        pairs.push((root_real.as_bytes().to_vec(), root_s.as_bytes().to_vec()));
     }
     let mut seeds: Vec<PathBuf> = found
         .iter()
