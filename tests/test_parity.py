@@ -445,3 +445,36 @@ def test_zope_copy_beside_the_running_original_uses_only_its_own_var(frozen_zope
     for root in (p, q):
         conf = (root / "parts" / "instance" / "etc" / "zope.conf").read_text()
         assert str(root) + "/var" in conf and str(p if root == q else q) + "/" not in conf
+
+
+def test_zope_at_a_path_that_is_not_utf8_runs_on_its_own_var(frozen_zope, bbrun, tmp_path):
+    """Point 6 on the application server: a plain mv to a directory whose
+    name is not UTF-8. The first launch rewrites zope.conf and wsgi.ini with
+    the exact bytes; the instance's interpreter imports the whole stack from
+    the tree and opens the tree's own Data.fs there. (`instance fg` itself
+    stops in ZConfig, which loads its schema through a file:// URL that
+    cannot carry such a path: ZConfig's limit, in place as much as moved.)"""
+    x = copy_tree(frozen_zope["pristine"], tmp_path / "x")
+    y = os.path.join(os.fsencode(str(tmp_path)), b"zope-\xe9\xff")
+    os.rename(x, os.fsdecode(y))
+    code = (
+        "import os, sys, json, Zope2, OFS.Application, ZODB.FileStorage, ZODB.DB; "
+        "fs = os.path.join(os.fsdecode(os.environb[b'TREE']), 'var', 'filestorage', 'Data.fs'); "
+        "db = ZODB.DB(ZODB.FileStorage.FileStorage(fs)); c = db.open(); "
+        "app = c.root()['Application']; "
+        "print(json.dumps({'seed': %r in app.objectIds(), 'zope': os.fsencode(Zope2.__file__).hex(), "
+        "'storage': os.fsencode(db.storage.getName()).hex()})); db.close()" % frozen_zope["seed"]
+    )
+    interp = os.path.join(y, b"parts/instance/bin/interpreter")
+    env = dict(os.environb)
+    env[b"TREE"] = y
+    proc = subprocess.run([os.fsencode(str(bbrun)), interp, "-c", code], capture_output=True, env=env)
+    assert proc.returncode == 0, proc.stderr.decode("utf-8", "replace")
+    out = json.loads(proc.stdout)
+    assert out["seed"] is True
+    assert bytes.fromhex(out["zope"]).startswith(y + b"/eggs/")
+    assert bytes.fromhex(out["storage"]) == y + b"/var/filestorage/Data.fs"
+    for rel in (b"parts/instance/etc/zope.conf", b"parts/instance/etc/wsgi.ini"):
+        text = open(os.path.join(y, rel), "rb").read()
+        assert y + b"/var" in text, rel
+        assert os.fsencode(str(frozen_zope["build_root"])) not in text, rel
