@@ -269,6 +269,11 @@ def test_non_utf8_destination_runs_byte_exact(app, bbrun, tmp_path):
     two = os.path.join(os.fsencode(str(tmp_path)), b"\xc0\xaf-two")
     os.rename(one, two)
     assert_runs_on_own_bytes(two, launch_bytes(bbrun, two), [a, one])
+    # On a fallback interpreter (the build venv gone) through the view.
+    env = dict(os.environ, BBRUN_PYTHON=base_python(), BBRUN_CACHE_DIR=str(tmp_path / "cache"))
+    out = launch_bytes(bbrun, two, env=env)
+    assert_runs_on_own_bytes(two, out, [a, one])
+    assert not out["exe"].startswith(os.fsencode(str(app["venv"]))), out["exe"]
     # `bbrun relocate` on a tree already relocated there has nothing to do.
     proc = subprocess.run([os.fsencode(str(bbrun)), b"relocate", two], capture_output=True)
     assert proc.returncode == 0 and b"nothing to do" in proc.stdout, proc.stdout + proc.stderr
