@@ -287,20 +287,48 @@ def tree_of(path):
         d = up
 
 
+_FLAG_OPTIONS = (
+    ("debug", "d"), ("inspect", "i"), ("optimize", "O"), ("dont_write_bytecode", "B"),
+    ("no_user_site", "s"), ("no_site", "S"), ("verbose", "v"), ("bytes_warning", "b"),
+    ("quiet", "q"), ("safe_path", "P"),
+)
+
+
+def interpreter_options():
+    """The command-line options this interpreter was started with, as far
+    as they show (sys.flags, -W, -X, and -u, which leaves stdout without a
+    buffer): what a handed-over child must be started with again."""
+    opts = []
+    for flag, letter in _FLAG_OPTIONS:
+        n = int(getattr(sys.flags, flag, 0))
+        if n:
+            opts.append("-" + letter * n)
+    if type(getattr(sys.stdout, "buffer", None)).__name__ == "FileIO":
+        opts.append("-u")
+    opts.extend("-W" + w for w in sys.warnoptions)
+    for key, value in getattr(sys, "_xoptions", {}).items():
+        opts.append("-X" + key if value is True else "-X%s=%s" % (key, value))
+    return opts
+
+
 def hand_over_tree_script():
     """A child started as [sys.executable, 'ROOT/bin/other', ...] runs a
     frozen tree's script without the launcher: it would get this
     environment's mapping (maybe another tree's) and no literal mapping.
-    Hand it to the launcher, which plans it for its own tree. The launched
-    process itself runs from `-c`, so it never comes here twice."""
+    Hand it to the launcher, which plans it for its own tree, with the
+    options the child was started with (`-u`, `-O`, `-X dev`) passed on in
+    BBRUN_CHILD_OPTIONS. The launched process itself runs from `-c`, so it
+    never comes here twice."""
     launcher = os.environ.get("BBRUN_LAUNCHER")
     argv = getattr(sys, "argv", None)
     if not launcher or not argv or argv[0] in ("", "-c", "-m", "-"):
         return
     if tree_of(argv[0]) is None:
         return
+    opts = [o for o in interpreter_options() if "\n" not in o]
+    env = dict(os.environ, BBRUN_CHILD_OPTIONS="\n".join(opts))
     try:
-        os.execv(launcher, [launcher, argv[0]] + list(argv[1:]))
+        os.execve(launcher, [launcher, argv[0]] + list(argv[1:]), env)
     except OSError:
         pass
 

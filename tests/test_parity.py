@@ -202,6 +202,38 @@ def test_child_running_another_trees_script_gets_that_trees_mapping(app, bbrun, 
         assert not any(under(p, other) for p in out["path"])
 
 
+def test_handed_over_child_keeps_its_interpreter_options(app, bbrun, tmp_path):
+    """`python -u -O -X dev -W error::ResourceWarning ROOT/bin/x` started from
+    a launched process is handed to the launcher and still runs with those
+    options (as it would in place), and they are not inherited further."""
+    one = fresh(app, tmp_path / "one")
+    writer = (one / "parts" / "writer" / "bin" / "writer").read_text()
+    flags = one / "bin" / "flags"
+    flags.write_text(
+        writer.splitlines()[0] + "\n"
+        "import json, os, sys\n"
+        "print(json.dumps({'optimize': sys.flags.optimize, 'dev': sys.flags.dev_mode,"
+        " 'unbuffered': type(sys.stdout.buffer).__name__ == 'FileIO', 'warn': sys.warnoptions,"
+        " 'handed': os.environ.get('BBRUN_CHILD_OPTIONS'), 'root': os.environ.get('BBRUN_ROOT')}))\n"
+    )
+    flags.chmod(0o755)
+    code = (
+        "import subprocess, sys; sys.exit(subprocess.run([sys.executable, '-u', '-O', '-X', 'dev',"
+        " '-W', 'error::ResourceWarning', sys.argv[-1]]).returncode)"
+    )
+    env = dict(os.environ)
+    env.pop("PYTHONUNBUFFERED", None)
+    out = json.loads(run([bbrun, one / "bin" / "py", "-c", code, flags], env=env).stdout)
+    assert out["root"] == str(one)
+    assert out["optimize"] == 1 and out["dev"] is True and out["unbuffered"] is True, out
+    assert "error::ResourceWarning" in out["warn"], out
+    assert not out["handed"], out
+    # Without options nothing is added.
+    code = "import subprocess, sys; sys.exit(subprocess.run([sys.executable, sys.argv[-1]]).returncode)"
+    out = json.loads(run([bbrun, one / "bin" / "py", "-c", code, flags], env=env).stdout)
+    assert out["optimize"] == 0 and out["dev"] is False and out["unbuffered"] is False, out
+
+
 # --- 2. isolation on a fallback interpreter ----------------------------------
 
 

@@ -81,10 +81,15 @@ pub fn plan(script: &Path, args: &[OsString]) -> Result<LaunchPlan> {
     let view = crate::launch_view::plan(&tree, &python);
     let exe = view.as_ref().map_or(&python, |v| &v.python).clone();
 
+    // A child the shim handed over (`python -u ROOT/bin/x` started by a
+    // launched process) keeps the options it was started with, after the
+    // script's own; they are consumed here, not inherited further.
+    let handed = std::env::var_os(CHILD_OPTIONS);
     let shim_dir = shim::ensure_dir(&tree.root)?;
     let mut argv: Vec<OsString> = vec![exe.clone().into()];
     if !interpreter_mode {
         argv.extend(options.into_iter().map(OsString::from));
+        argv.extend(child_options(handed.as_deref()));
         argv.push("-c".into());
         argv.push(shim::boot_code(&shim_dir).into());
         argv.push(script.as_os_str().to_owned());
@@ -116,6 +121,9 @@ pub fn plan(script: &Path, args: &[OsString]) -> Result<LaunchPlan> {
         env.push(("BBRUN_VENV".into(), OsString::new()));
     }
     env.extend(crate::launch_view::extra_env(view.as_ref()));
+    if handed.is_some() {
+        env.push((CHILD_OPTIONS.into(), OsString::new()));
+    }
     Ok(LaunchPlan {
         python: exe,
         argv,
@@ -123,6 +131,35 @@ pub fn plan(script: &Path, args: &[OsString]) -> Result<LaunchPlan> {
         root: tree.root,
         buildout,
     })
+}
+
+/// Set by the shim when it hands a child over to the launcher: the
+/// child's interpreter options, one a line.
+const CHILD_OPTIONS: &str = "BBRUN_CHILD_OPTIONS";
+
+/// The handed-over options that are flag options (`-u`, `-X dev`...);
+/// anything else (a script path, `-c CODE`) is dropped.
+fn child_options(handed: Option<&std::ffi::OsStr>) -> Vec<OsString> {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let Some(handed) = handed else {
+        return vec![];
+    };
+    handed
+        .as_bytes()
+        .split(|&b| b == b'\n')
+        .filter(|o| is_flag_option(o))
+        .map(|o| OsString::from_vec(o.to_vec()))
+        .collect()
+}
+
+/// `-u`, `-OO`, `-sB`: letters of flags only; or `-W...`, `-X...`. Never
+/// `-c`/`-m` or anything that would change what runs.
+fn is_flag_option(o: &[u8]) -> bool {
+    match o {
+        [b'-', b'W' | b'X', _, ..] => true,
+        [b'-', rest @ ..] if !rest.is_empty() => rest.iter().all(|c| b"dOBsSvbqPiu".contains(c)),
+        _ => false,
+    }
 }
 
 /// The interpreter for this launch: `$BBRUN_PYTHON` if set; else the
@@ -236,4 +273,19 @@ fn runs_buildout(abs: &Path) -> bool {
     std::fs::read(abs)
         .map(|b| b.len() < 64 * 1024 && crate::freeze::scripts::runs_buildout(&b))
         .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn handed_over_options_are_flags_only() {
+        let got = child_options(Some(OsStr::new(
+            "-u\n-OO\n-Xdev\n-Werror\n-c\n-qc\n-mpdb\n/x.py\n--\n-\n",
+        )));
+        assert_eq!(got, ["-u", "-OO", "-Xdev", "-Werror"]);
+        assert!(child_options(None).is_empty());
+    }
 }
