@@ -98,20 +98,16 @@ def egg_name():
     return "bbext-1.0-py%d.%d-%s.egg" % (sys.version_info[0], sys.version_info[1], sysconfig.get_platform())
 
 
-def buildout_cfg(dists, tarball, links):
-    # zc.buildout 6.0.1 does not find the egg zc.recipe.egg:custom builds
-    # (a .dist-info inside a develop-eggs/*.egg dir is missed when it
-    # scans develop-eggs), so the interpreter names it in extra-paths.
+def native_parts(tarball):
+    """The [bbdemo] (a C library built by zc.recipe.cmmi), [bbext] (an egg
+    compiled against it by zc.recipe.egg:custom, with an absolute rpath)
+    and [py] sections, shared with test_target_buildout.
+
+    zc.buildout 6.0.1 does not find the egg zc.recipe.egg:custom builds (a
+    .dist-info inside a develop-eggs/*.egg dir is missed when it scans
+    develop-eggs), so the interpreter names it in extra-paths."""
     return textwrap.dedent(
         f"""\
-        [buildout]
-        parts = bbdemo bbext py
-        find-links = {dists}
-            {links}
-        index = {dists}/no-index
-        newest = false
-        allow-picked-versions = true
-
         [bbdemo]
         recipe = zc.recipe.cmmi
         url = file://{tarball}
@@ -130,6 +126,22 @@ def buildout_cfg(dists, tarball, links):
         interpreter = py
         """
     )
+
+
+def buildout_cfg(dists, tarball, links):
+    head = textwrap.dedent(
+        f"""\
+        [buildout]
+        parts = bbdemo bbext py
+        find-links = {dists}
+            {links}
+        index = {dists}/no-index
+        newest = false
+        allow-picked-versions = true
+
+        """
+    )
+    return head + native_parts(tarball)
 
 
 def readelf_paths(path):

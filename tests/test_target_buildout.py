@@ -21,7 +21,7 @@ import pytest
 import archives
 from appserver import free_port, has_object, http_get, set_port, start_instance, stop_instance
 from conftest import SAMPLE, copy_tree, make_venv, run
-from test_native import egg_name, write_sources
+from test_native import native_parts, write_sources
 
 HIDE_GCC = 'mount -t tmpfs none /usr/lib/gcc && exec "$@"'
 
@@ -65,27 +65,11 @@ interpreter = demopy
 initialization = config = '${{buildout:directory}}/etc/demo.conf'
 arguments = config
 
-[bbdemo]
-recipe = zc.recipe.cmmi
-url = file://{tarball}
-
-[bbext]
-recipe = zc.recipe.egg:custom
-egg = bbext
-include-dirs = parts/bbdemo/include
-library-dirs = parts/bbdemo/lib
-rpath = parts/bbdemo/lib
-
-[py]
-recipe = zc.recipe.egg
-eggs = zc.buildout
-extra-paths = ${{buildout:develop-eggs-directory}}/{egg}
-interpreter = py
-
 [buildout-script]
 recipe = zc.recipe.egg
 eggs = zc.buildout
 scripts = buildout
+
 """
 
 FAST = "import fastdemo, sys; print(fastdemo.triple(3), fastdemo._speed.__file__)"
@@ -107,7 +91,7 @@ def target_sample(tmp_path_factory, dists, bbrun):
     (fast / "setup.py").write_text(FASTDEMO_SETUP)
     (fast / "fastdemo" / "__init__.py").write_text("from fastdemo._speed import triple\n")
     (fast / "fastdemo" / "_speed.c").write_text(FASTDEMO_C)
-    (a / "buildout.cfg").write_text(CFG.format(dists=dists, links=links, tarball=tarball, egg=egg_name()))
+    (a / "buildout.cfg").write_text(CFG.format(dists=dists, links=links) + native_parts(tarball))
     run([venv / "bin" / "buildout"], cwd=a)
     run([bbrun, "freeze", a])
     pristine = base / "p"
