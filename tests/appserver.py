@@ -152,20 +152,31 @@ scripts = buildout
 """
 
 
-def fetch_zope_dists(dest=None):
-    """The local find-links directory for the Zope buildout, filled from
-    PyPI once (pinned) and reused offline after."""
-    d = Path(dest) if dest else CACHE / "zope-dists"
+def fetch_wheels(d, requirements):
+    """`d` as a local find-links directory holding the pinned
+    `requirements`, filled from PyPI once and reused offline after (a
+    stamp file records what it holds)."""
+    d = Path(d)
     stamp = d / ".requirements"
-    want = "\n".join(ZOPE_REQUIREMENTS)
+    want = "\n".join(requirements)
     if not (stamp.exists() and stamp.read_text() == want):
         d.mkdir(parents=True, exist_ok=True)
         # Wheels only: fetching never builds anything.
         cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "-d", d]
-        run(cmd + ZOPE_REQUIREMENTS)
+        run(cmd + list(requirements))
         stamp.write_text(want)
     (d / "no-index").mkdir(exist_ok=True)
     return d
+
+
+def fetch_zope_dists(dest=None):
+    """The local find-links directory for the Zope buildout."""
+    return fetch_wheels(dest or CACHE / "zope-dists", ZOPE_REQUIREMENTS)
+
+
+def versions_section(requirements):
+    """`name = version` lines for a buildout [versions] part."""
+    return "\n".join(r.replace("==", " = ") for r in requirements)
 
 
 def offline(cmd):
@@ -177,8 +188,7 @@ def offline(cmd):
 
 
 def buildout_cfg(dists, port, user="%s:%s" % ADMIN):
-    versions = "\n".join(r.replace("==", " = ") for r in ZOPE_REQUIREMENTS)
-    return BUILDOUT_CFG.format(dists=dists, port=port, user=user, versions=versions)
+    return BUILDOUT_CFG.format(dists=dists, port=port, user=user, versions=versions_section(ZOPE_REQUIREMENTS))
 
 
 def build_zope_buildout(root, venv, dists, port):

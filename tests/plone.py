@@ -6,10 +6,9 @@ venv INSIDE the tree (`ROOT/venv`), the usual Plone 6 layout (issues 8, 11).
 Starting, stopping and talking to the instance reuse tests/appserver.py.
 """
 
-import sys
 from pathlib import Path
 
-from appserver import ADMIN, offline
+from appserver import ADMIN, fetch_wheels, offline, versions_section
 from support import CACHE, make_venv, run
 
 PLONE_VERSION = "6.1.5"
@@ -300,24 +299,13 @@ scripts = buildout
 
 
 def fetch_plone_dists(dest=None):
-    """The local find-links directory for the Plone buildout, filled from
-    PyPI once (pinned, wheels only) and reused offline after."""
-    d = Path(dest) if dest else CACHE / "plone-dists"
-    stamp = d / ".requirements"
-    want = "\n".join(PLONE_REQUIREMENTS)
-    if not (stamp.exists() and stamp.read_text() == want):
-        d.mkdir(parents=True, exist_ok=True)
-        # Wheels only: fetching never builds anything.
-        cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "-d", d]
-        run(cmd + PLONE_REQUIREMENTS)
-        stamp.write_text(want)
-    (d / "no-index").mkdir(exist_ok=True)
-    return d
+    """The local find-links directory for the Plone buildout (pinned,
+    wheels only)."""
+    return fetch_wheels(dest or CACHE / "plone-dists", PLONE_REQUIREMENTS)
 
 
 def buildout_cfg(dists, port, user="%s:%s" % ADMIN):
-    versions = "\n".join(r.replace("==", " = ") for r in PLONE_REQUIREMENTS)
-    return BUILDOUT_CFG.format(dists=dists, port=port, user=user, versions=versions)
+    return BUILDOUT_CFG.format(dists=dists, port=port, user=user, versions=versions_section(PLONE_REQUIREMENTS))
 
 
 def build_plone_buildout(root, dists, port):
