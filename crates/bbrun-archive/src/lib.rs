@@ -6,6 +6,7 @@
 pub mod deb;
 pub mod manifest;
 pub mod onepass;
+pub mod onepass_file;
 pub mod packset;
 pub mod pkgscripts;
 pub mod reproducible;

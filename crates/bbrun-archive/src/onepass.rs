@@ -39,86 +39,187 @@ const TAR_TRAILER: usize = 1024;
 
 /// Write `set` (holding no manifest yet) with its manifest as a compressed
 /// tar to `out`; returns `out` and the manifest. Each file is read once.
+/// (A regular file output does better with [`crate::onepass_file`], which
+/// streams the tail to its final place instead of holding it.)
 pub fn write_with_manifest<W: Write>(
     set: &PackSet,
     compression: Compression,
     mut out: W,
     progress: Progress,
 ) -> Result<(W, Manifest)> {
-    // The final entry list, with the manifest (and any parent directory it
-    // needs) in place; its content is filled in once known.
-    let mut full = set.clone();
-    full.put_file(MANIFEST_PATH, Vec::new(), Some(0o644))?;
-    let at = full
-        .entries
-        .iter()
-        .position(|e| e.path == MANIFEST_PATH)
-        .expect("the manifest was just added");
-    let head_len = at + 1;
-
-    // Tail: one thread reads, hashes and tars the files, well ahead of
-    // this one, which compresses: the two overlap like `tar | zstd`, and a
-    // deep queue between them hides the wait for a busy core.
-    let mut hashes: Vec<Option<String>> = Vec::with_capacity(full.entries.len());
-    let tail_set = PackSet {
-        entries: full.entries[head_len..].to_vec(),
-        mtime: full.mtime,
-        skipped_sockets: vec![],
-    };
-    let (spill, tail_hashes) = std::thread::scope(|scope| -> Result<_> {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(QUEUE_BLOCKS);
-        let reader = scope.spawn(|| tar_hashing(&tail_set, tx, progress));
-        let spill = compress_part(compression, Spill::default(), |w| {
-            for block in rx {
-                w.write_all(&block).context("cannot compress")?;
-            }
-            Ok(())
-        });
-        // The reader's error (a file changed) explains a short stream.
-        let hashes = reader
-            .join()
-            .map_err(|_| anyhow::anyhow!("the reading thread panicked"))??;
-        Ok((spill?, hashes))
-    })?;
-
-    // Head: the entries before the manifest are few and small (.bbrun/).
-    for e in &full.entries[..at] {
-        hashes.push(match e.kind {
-            EntryKind::File => Some(hash_entry(e, progress)?),
-            _ => None,
-        });
-    }
-    let mut entries = Vec::with_capacity(set.entries.len());
-    for (e, sha) in full.entries[..at]
-        .iter()
-        .zip(hashes)
-        .chain(full.entries[head_len..].iter().zip(tail_hashes))
-    {
-        // The manifest describes the set as given: directories the set did
-        // not hold (added only to carry the manifest) are not in it.
-        if set.get(&e.path).is_none() {
-            continue;
-        }
-        entries.push(manifest_entry(e, sha));
-    }
-    let manifest = Manifest::from_entries(entries);
-    full.put_file(MANIFEST_PATH, manifest.to_bytes(), Some(0o644))?;
-    let head_set = PackSet {
-        entries: full.entries[..head_len].to_vec(),
-        mtime: full.mtime,
-        skipped_sockets: vec![],
-    };
-    // The head's tar without the end-of-archive blocks: the tail carries them.
-    let mut b = tar::Builder::new(Vec::new());
-    tarball::append_entries(&mut b, &head_set, "", &mut |_, e| open_checked(e))?;
-    let mut head_tar = b.into_inner().context("cannot finish the tar stream")?;
-    head_tar.truncate(head_tar.len() - TAR_TRAILER);
-    let head = compress_part(compression, Vec::new(), |w| {
-        w.write_all(&head_tar).context("cannot compress")
-    })?;
+    let plan = Plan::new(set)?;
+    let (spill, tail_hashes) = plan.tail(compression, Spill::default(), progress)?;
+    let (head, manifest) = plan.head(compression, tail_hashes, progress)?;
     out.write_all(&head).context("cannot write the archive")?;
     spill.copy_to(&mut out)?;
     Ok((out, manifest))
+}
+
+/// The entry list split at the manifest: the head (entries up to it and
+/// the manifest itself) and the tail after it.
+pub(crate) struct Plan<'a> {
+    set: &'a PackSet,
+    /// `set` with the manifest (and any parent directory it needs) in
+    /// place; its content is filled in once known.
+    full: PackSet,
+    /// Index of the manifest in `full`.
+    at: usize,
+}
+
+impl<'a> Plan<'a> {
+    pub(crate) fn new(set: &'a PackSet) -> Result<Plan<'a>> {
+        let mut full = set.clone();
+        full.put_file(MANIFEST_PATH, Vec::new(), Some(0o644))?;
+        let at = full
+            .entries
+            .iter()
+            .position(|e| e.path == MANIFEST_PATH)
+            .expect("the manifest was just added");
+        Ok(Plan { set, full, at })
+    }
+
+    /// Tar, hash and compress the tail into `out` as one frame, ending the
+    /// tar stream. Returns `out` and each tail entry's sha256 (files only).
+    pub(crate) fn tail<O: Write>(
+        &self,
+        compression: Compression,
+        out: O,
+        progress: Progress,
+    ) -> Result<(O, Vec<Option<String>>)> {
+        self.part(self.at + 1.., true, compression, out, progress)
+    }
+
+    /// The entries before the manifest as one frame, without the tar
+    /// stream's end (more entries follow); and their sha256s.
+    pub(crate) fn before_manifest<O: Write>(
+        &self,
+        compression: Compression,
+        out: O,
+        progress: Progress,
+    ) -> Result<(O, Vec<Option<String>>)> {
+        self.part(..self.at, false, compression, out, progress)
+    }
+
+    /// Tar, hash and compress the entries `range` of `full` into `out` as
+    /// one frame: one thread reads, hashes and tars the files, well ahead
+    /// of this one, which compresses. The two overlap like `tar | zstd`,
+    /// and a deep queue between them hides the wait for a busy core.
+    fn part<O: Write>(
+        &self,
+        range: impl std::slice::SliceIndex<[PackEntry], Output = [PackEntry]>,
+        end_stream: bool,
+        compression: Compression,
+        out: O,
+        progress: Progress,
+    ) -> Result<(O, Vec<Option<String>>)> {
+        let part_set = PackSet {
+            entries: self.full.entries[range].to_vec(),
+            mtime: self.full.mtime,
+            skipped_sockets: vec![],
+        };
+        std::thread::scope(|scope| -> Result<_> {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(QUEUE_BLOCKS);
+            let reader = scope.spawn(|| tar_hashing(&part_set, tx, end_stream, progress));
+            let out = compress_part(compression, out, |w| {
+                for block in rx {
+                    w.write_all(&block).context("cannot compress")?;
+                }
+                Ok(())
+            });
+            // The reader's error (a file changed) explains a short stream.
+            let hashes = reader
+                .join()
+                .map_err(|_| anyhow::anyhow!("the reading thread panicked"))??;
+            Ok((out?, hashes))
+        })
+    }
+
+    /// The compressed head (entries before the manifest, then the manifest,
+    /// without the end-of-archive blocks: the tail carries them) once the
+    /// tail's hashes are known; and the manifest.
+    pub(crate) fn head(
+        &self,
+        compression: Compression,
+        tail_hashes: Vec<Option<String>>,
+        progress: Progress,
+    ) -> Result<(Vec<u8>, Manifest)> {
+        // The entries before the manifest are few and small (.bbrun/).
+        let mut hashes: Vec<Option<String>> = Vec::with_capacity(self.full.entries.len());
+        for e in &self.full.entries[..self.at] {
+            hashes.push(match e.kind {
+                EntryKind::File => Some(hash_entry(e, progress)?),
+                _ => None,
+            });
+        }
+        hashes.push(None);
+        hashes.extend(tail_hashes);
+        let manifest = self.manifest(hashes);
+        let head = self.compress_head(compression, &manifest)?;
+        Ok((head, manifest))
+    }
+
+    /// The manifest of the set as given, from `hashes` (one per entry of
+    /// `full`): directories the set did not hold (added only to carry the
+    /// manifest) are not in it.
+    pub(crate) fn manifest(&self, hashes: Vec<Option<String>>) -> Manifest {
+        let entries = self
+            .full
+            .entries
+            .iter()
+            .zip(hashes)
+            .filter(|(e, _)| e.path != MANIFEST_PATH && self.set.get(&e.path).is_some())
+            .map(|(e, sha)| manifest_entry(e, sha))
+            .collect();
+        Manifest::from_entries(entries)
+    }
+
+    /// The head's compressed bytes with `manifest` as the manifest's content.
+    pub(crate) fn compress_head(
+        &self,
+        compression: Compression,
+        manifest: &Manifest,
+    ) -> Result<Vec<u8>> {
+        let mut head_set = PackSet {
+            entries: self.full.entries[..=self.at].to_vec(),
+            mtime: self.full.mtime,
+            skipped_sockets: vec![],
+        };
+        head_set.put_file(MANIFEST_PATH, manifest.to_bytes(), Some(0o644))?;
+        let mut b = tar::Builder::new(Vec::new());
+        tarball::append_entries(&mut b, &head_set, "", &mut |_, e| open_checked(e))?;
+        let mut head_tar = b.into_inner().context("cannot finish the tar stream")?;
+        head_tar.truncate(head_tar.len() - TAR_TRAILER);
+        compress_part(compression, Vec::new(), |w| {
+            w.write_all(&head_tar).context("cannot compress")
+        })
+    }
+
+    /// Every entry of `full`, in order.
+    pub(crate) fn entries(&self) -> &[PackEntry] {
+        &self.full.entries
+    }
+
+    /// The manifest's own tar entry (no end of stream), compressed as one
+    /// frame.
+    pub(crate) fn compress_manifest_entry(
+        &self,
+        compression: Compression,
+        manifest: &Manifest,
+    ) -> Result<Vec<u8>> {
+        let mut set = PackSet {
+            entries: vec![self.full.entries[self.at].clone()],
+            mtime: self.full.mtime,
+            skipped_sockets: vec![],
+        };
+        set.put_file(MANIFEST_PATH, manifest.to_bytes(), Some(0o644))?;
+        let mut b = tar::Builder::new(Vec::new());
+        tarball::append_entries(&mut b, &set, "", &mut |_, e| open_checked(e))?;
+        let mut tar = b.into_inner().context("cannot finish the tar stream")?;
+        tar.truncate(tar.len() - TAR_TRAILER);
+        compress_part(compression, Vec::new(), |w| {
+            w.write_all(&tar).context("cannot compress")
+        })
+    }
 }
 
 /// Compress what `body` writes as one frame (zstd) or member (gzip).
@@ -149,9 +250,11 @@ fn compress_part<O: Write>(
 
 /// Tar `set` into blocks sent to `tx`, hashing each file as the tar
 /// writer pulls its content; returns each entry's sha256 (files only).
+/// Without `end_stream` the two zero blocks that end a tar are left out.
 fn tar_hashing(
     set: &PackSet,
     tx: std::sync::mpsc::SyncSender<Vec<u8>>,
+    end_stream: bool,
     progress: Progress,
 ) -> Result<Vec<Option<String>>> {
     let mut hashes: Vec<Option<String>> = vec![None; set.entries.len()];
@@ -159,7 +262,7 @@ fn tar_hashing(
     let mut last: Option<usize> = None;
     let mut b = tar::Builder::new(ChannelWriter {
         tx,
-        block: Vec::with_capacity(BLOCK),
+        block: Vec::with_capacity(BLOCK + TAR_TRAILER),
     });
     tarball::append_entries(&mut b, set, "", &mut |i, e| {
         // The previous file's content has been read in full by now.
@@ -176,22 +279,46 @@ fn tar_hashing(
         hashes[j] = Some(hex(&current.replace(Sha256::new()).finalize()));
     }
     let mut w = b.into_inner().context("cannot finish the tar stream")?;
-    w.send_block()?;
+    if !end_stream {
+        // The writer holds the last TAR_TRAILER bytes back: the end blocks.
+        let keep = w.block.len() - TAR_TRAILER;
+        w.block.truncate(keep);
+    }
+    w.send_all()?;
     Ok(hashes)
 }
 
-/// Tar output cut into blocks for the compressing thread.
+/// Tar output cut into blocks for the compressing thread. The last
+/// [`TAR_TRAILER`] bytes written are always held back, so a part that does
+/// not end the tar stream can drop its end blocks.
 struct ChannelWriter {
     tx: std::sync::mpsc::SyncSender<Vec<u8>>,
     block: Vec<u8>,
 }
 
 impl ChannelWriter {
+    /// Send all but the last TAR_TRAILER bytes.
     fn send_block(&mut self) -> std::io::Result<()> {
-        if self.block.is_empty() {
+        if self.block.len() <= TAR_TRAILER {
             return Ok(());
         }
-        let block = std::mem::replace(&mut self.block, Vec::with_capacity(BLOCK));
+        let mut next = Vec::with_capacity(BLOCK + TAR_TRAILER);
+        next.extend_from_slice(&self.block[self.block.len() - TAR_TRAILER..]);
+        self.block.truncate(self.block.len() - TAR_TRAILER);
+        let block = std::mem::replace(&mut self.block, next);
+        self.send(block)
+    }
+
+    /// Send everything left.
+    fn send_all(&mut self) -> std::io::Result<()> {
+        let block = std::mem::take(&mut self.block);
+        if block.is_empty() {
+            return Ok(());
+        }
+        self.send(block)
+    }
+
+    fn send(&self, block: Vec<u8>) -> std::io::Result<()> {
         self.tx
             .send(block)
             .map_err(|_| std::io::Error::other("the compressor stopped"))
@@ -201,7 +328,7 @@ impl ChannelWriter {
 impl Write for ChannelWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.block.extend_from_slice(buf);
-        if self.block.len() >= BLOCK {
+        if self.block.len() >= BLOCK + TAR_TRAILER {
             self.send_block()?;
         }
         Ok(buf.len())

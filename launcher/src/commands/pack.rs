@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use anyhow::{bail, Context, Result};
 use bbrun_archive::deb::{self, DebMeta};
 use bbrun_archive::manifest::{EntryKind, MANIFEST_PATH};
-use bbrun_archive::onepass;
+use bbrun_archive::onepass_file;
 use bbrun_archive::packset::PackSet;
 use bbrun_archive::rpmpkg::{self, RpmMeta};
 use bbrun_archive::tarball::Compression;
@@ -288,7 +288,13 @@ pub fn run(args: Args) -> Result<i32> {
     let mut manifest = None;
     write_atomically(&output, |out| match args.format {
         Format::TarZst | Format::TarGz => {
-            let (_, m) = onepass::write_with_manifest(&set, compression, out, &progress)?;
+            // Nothing is buffered yet: the tail is written in place.
+            let m = onepass_file::write_with_manifest_to_file(
+                &set,
+                compression,
+                out.get_mut(),
+                &progress,
+            )?;
             manifest = Some(m);
             Ok(())
         }
@@ -447,7 +453,9 @@ fn write_atomically(
 ) -> Result<()> {
     let tmp = fsutil::temp_sibling(output);
     let result = (|| -> Result<()> {
+        // Readable too: the one-pass writer may move what it wrote.
         let f = OpenOptions::new()
+            .read(true)
             .write(true)
             .create_new(true)
             .open(&tmp)
