@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
-use crate::fsutil;
-use crate::interp::{self, ProbeCache};
-use crate::map::STATE_DIR;
-use crate::shim::python_str_literal;
-use crate::tree::FrozenTree;
+use bbrun_map::map::STATE_DIR;
+use bbrun_run::interp::{self, ProbeCache};
+use bbrun_run::shim::python_str_literal;
+use bbrun_run::tree::FrozenTree;
+use bbrun_util::fsutil;
 
 /// Distributions zc.buildout 6 imports at start, besides itself.
 const DEPENDENCIES: &[&str] = &[

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use anyhow::{Context, Result};
 
-use crate::launch::LaunchPlan;
+use bbrun_run::launch::LaunchPlan;
 
 /// Output kept for the diagnosis: the end is what matters.
 const KEEP: usize = 4 * 1024 * 1024;

@@ -31,10 +31,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::launch::{self, LaunchPlan};
-use crate::retarget;
-use crate::shebang;
-use crate::tree::FrozenTree;
+use bbrun_run::launch::{self, LaunchPlan};
+use bbrun_run::shebang;
+use bbrun_run::tree::FrozenTree;
+use bbrun_ship::retarget;
 
 /// How a moved tree is handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,7 +116,7 @@ fn run_in_snapshot(
     if !script.is_file() {
         bootstrap::write(root, script)?;
     }
-    let plan = &launch::plan(script, args)?;
+    let plan = &launch::plan(script, args, &bbrun_ship::LAUNCH_HOOKS)?;
     if needs_regenerating(root, script, plan) {
         regenerate(root, script, plan)?;
     }
@@ -157,7 +157,8 @@ fn config_file(root: &Path, args: &[OsString]) -> PathBuf {
     while let Some(a) = it.next() {
         if a == "-c" {
             if let Some(f) = it.next() {
-                return crate::fsutil::absolute_lexical(Path::new(f)).unwrap_or_else(|_| f.into());
+                return bbrun_util::fsutil::absolute_lexical(Path::new(f))
+                    .unwrap_or_else(|_| f.into());
             }
         }
     }
@@ -210,11 +211,12 @@ fn regenerate(root: &Path, script: &Path, plan: &LaunchPlan) -> Result<()> {
     if !options.is_empty() {
         line = format!("{line} {options}");
     }
-    let body = crate::relocate::rewrite_text(body, &tree.path_mapping()).unwrap_or(body.to_vec());
+    let body =
+        bbrun_map::relocate::rewrite_text(body, &tree.path_mapping()).unwrap_or(body.to_vec());
     let mut out = line.clone().into_bytes();
     out.push(b'\n');
     out.extend_from_slice(&body);
-    crate::fsutil::atomic_write(script, &out, 0o755)?;
+    bbrun_util::fsutil::atomic_write(script, &out, 0o755)?;
     println!(
         "bbrun: regenerated {} for {}",
         script.display(),
@@ -243,7 +245,7 @@ pub fn script_of(tree: &FrozenTree) -> Result<PathBuf> {
 
 /// A launch found to be a buildout run (see [`LaunchPlan::buildout`]).
 pub fn run_planned(plan: LaunchPlan, script: &Path, args: &[OsString]) -> Result<i32> {
-    let abs = crate::fsutil::absolute_lexical(script)?;
+    let abs = bbrun_util::fsutil::absolute_lexical(script)?;
     // A script reached through a symlink outside the tree: its real path.
     let abs = if abs.starts_with(&plan.root) {
         abs

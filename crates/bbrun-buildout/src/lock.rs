@@ -14,10 +14,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::map::STATE_DIR;
+use bbrun_map::map::STATE_DIR;
 
 pub fn lock_path(root: &Path) -> PathBuf {
-    root.join(STATE_DIR).join(crate::autorelocate::LOCK_FILE)
+    root.join(STATE_DIR)
+        .join(bbrun_ship::autorelocate::LOCK_FILE)
 }
 
 /// Take the lock, or fail with a line saying a run is in progress.

@@ -29,7 +29,7 @@
 use std::ffi::OsString;
 use std::path::Path;
 
-use crate::map::RelocationMap;
+use bbrun_map::map::RelocationMap;
 
 /// The unmatchable host for `allow-hosts`.
 pub const NO_HOST: &str = "bbrun-offline.invalid";

@@ -8,9 +8,9 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use crate::freeze::{self, FreezeOptions};
-use crate::shebang;
-use crate::tree::FrozenTree;
+use bbrun_freeze::freeze::{self, FreezeOptions};
+use bbrun_run::shebang;
+use bbrun_run::tree::FrozenTree;
 
 /// What the scripts' first lines were before the run.
 pub struct Before {

@@ -26,9 +26,9 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::clone::{self, CloneStats};
-use crate::fsutil;
-use crate::install::remove_tree;
-use crate::map::STATE_DIR;
+use bbrun_map::map::STATE_DIR;
+use bbrun_util::fsutil;
+use bbrun_util::fsutil::remove_tree;
 
 pub const JOURNAL: &str = "buildout-journal.toml";
 const SNAPSHOT_DIR: &str = "buildout-snapshot";

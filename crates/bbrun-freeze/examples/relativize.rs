@@ -5,8 +5,8 @@
 use std::path::Path;
 use std::time::Instant;
 
-use bbrun::map::Action;
-use bbrun::native::{relativize_rpaths, ExternalRpath, InTree, NativeReport};
+use bbrun_freeze::native::{relativize_rpaths, ExternalRpath, InTree, NativeReport};
+use bbrun_map::map::Action;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();

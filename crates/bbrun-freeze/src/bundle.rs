@@ -27,13 +27,11 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
 use crate::elfwalk::elf_files;
-use crate::fsutil;
-use crate::interp;
-use crate::map::RelocationMap;
-use crate::native::NativeReport;
+use crate::native_report::{NativeReport, BUNDLE_DIR};
+use bbrun_map::map::RelocationMap;
+use bbrun_run::interp;
+use bbrun_util::fsutil;
 
-/// Where `--bundle-python` puts the interpreter, relative to the root.
-pub const BUNDLE_DIR: &str = ".bbrun/python";
 /// Records which binary the bundle was copied from, for idempotence.
 const STAMP: &str = "BBRUN-SOURCE";
 
@@ -78,7 +76,11 @@ pub fn bundle_python(
     let layout = probe_layout(&real)?;
     let dest = root.join(BUNDLE_DIR);
     let exe_rel = format!("{BUNDLE_DIR}/bin/python{}", layout.version);
-    let stamp = format!("{}\n{}\n", real.display(), fsutil::sha256_file(&real)?);
+    let stamp = format!(
+        "{}\n{}\n",
+        real.display(),
+        bbrun_archive::manifest::sha256_file(&real)?
+    );
     if dry_run {
         report
             .notes
@@ -253,7 +255,7 @@ fn copy_filtered(src: &Path, dest: &Path, top_level_rules: bool) -> Result<()> {
     }
     // Creating children changed the directories' mtimes; restore them.
     for (from, to) in dirs.iter().rev() {
-        crate::fsutil::copy_times(to, &fs::metadata(from)?)?;
+        bbrun_util::fsutil::copy_times(to, &fs::metadata(from)?)?;
     }
     Ok(())
 }
@@ -263,7 +265,7 @@ fn copy_file(from: &Path, to: &Path) -> Result<()> {
         .with_context(|| format!("{}: cannot copy to {}", from.display(), to.display()))?;
     let meta = fs::metadata(from)?;
     fs::set_permissions(to, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
-    crate::fsutil::copy_times(to, &meta)
+    bbrun_util::fsutil::copy_times(to, &meta)
 }
 
 #[cfg(test)]

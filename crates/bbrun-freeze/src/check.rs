@@ -17,8 +17,8 @@ use bbrun_ldcheck::{machine, Process};
 use serde::Serialize;
 
 use crate::elfwalk::{display_rel, elf_files};
-use crate::map::{self, RelocationMap};
 use crate::pymodule::SysPathRoots;
+use bbrun_map::map::{self, RelocationMap};
 
 #[derive(Debug, Serialize)]
 pub struct CheckReport {
@@ -196,8 +196,8 @@ fn interpreter_for(root: &Path, map: &RelocationMap) -> Option<PathBuf> {
             return Some(p);
         }
     }
-    let mut cache = crate::interp::ProbeCache::load();
-    let found = crate::interp::find_compatible(root, &map.interpreter, &mut cache).ok();
+    let mut cache = bbrun_run::interp::ProbeCache::load();
+    let found = bbrun_run::interp::find_compatible(root, &map.interpreter, &mut cache).ok();
     cache.save();
     found.and_then(|p| std::fs::canonicalize(p).ok())
 }

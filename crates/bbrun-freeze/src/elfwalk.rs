@@ -34,8 +34,8 @@ pub fn display_rel(root: &Path, path: &Path) -> String {
 /// `$ORIGIN`-relative search entry from the directory of `user` to `dir`
 /// (both absolute, lexical): `$ORIGIN/../../.bbrun/lib`.
 pub fn origin_relative(user: &Path, dir: &Path) -> String {
-    let from = crate::fsutil::normalize(user.parent().unwrap_or(Path::new("/")));
-    let to = crate::fsutil::normalize(dir);
+    let from = bbrun_util::fsutil::normalize(user.parent().unwrap_or(Path::new("/")));
+    let to = bbrun_util::fsutil::normalize(dir);
     let common = from
         .components()
         .zip(to.components())

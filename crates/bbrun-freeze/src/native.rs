@@ -18,11 +18,11 @@ use bbrun_elf::SearchTag;
 
 mod batch;
 
-use crate::fsutil;
-use crate::map::{self, Action, FileKind, InventoryEntry, RelocationMap, STATE_DIR};
+use bbrun_map::map::{self, Action, FileKind, InventoryEntry, RelocationMap, STATE_DIR};
+use bbrun_util::fsutil;
 
 /// What to do with RPATH/RUNPATH entries that point outside the root.
-#[derive(clap::ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum ExternalRpath {
     /// Keep them, and list them in the report.
     #[default]
@@ -34,27 +34,17 @@ pub enum ExternalRpath {
 }
 
 /// Options of `bbrun freeze` that concern native code.
-#[derive(clap::Args, Debug, Clone, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct NativeOptions {
     /// RPATH entries outside the root: keep (and report), drop, or error.
-    #[arg(long, value_enum, default_value_t = ExternalRpath::Keep)]
     pub external_rpath: ExternalRpath,
     /// Copy non-system shared libraries that extensions need into the tree.
-    #[arg(long)]
     pub vendor_libs: bool,
     /// Copy the build interpreter into the tree and use it first.
-    #[arg(long)]
     pub bundle_python: bool,
 }
 
-/// What freeze learned and did about native code.
-#[derive(Debug, Default)]
-pub struct NativeReport {
-    /// ELF files that named the build root, and what was done.
-    pub entries: Vec<InventoryEntry>,
-    /// Human-readable lines for the freeze report.
-    pub notes: Vec<String>,
-}
+pub use crate::native_report::NativeReport;
 
 /// Called by freeze after external paths are collected and before the map
 /// is saved; may set `map.interpreter.bundled`.

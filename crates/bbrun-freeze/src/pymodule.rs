@@ -5,8 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::fsutil;
-use crate::map::RelocationMap;
+use bbrun_map::map::RelocationMap;
+use bbrun_util::fsutil;
 
 /// Where the tree's `sys.path` entries are, as absolute paths in the tree's
 /// current location.
@@ -21,7 +21,7 @@ impl SysPathRoots {
     /// layout (`*.egg`, `site-packages`, `lib-dynload`) need no listing.
     pub fn for_tree(root: &Path, map: &RelocationMap) -> SysPathRoots {
         let here = root.to_string_lossy().into_owned();
-        let pairs = crate::relocate::rewrite_pairs(map, &here);
+        let pairs = bbrun_map::relocate::rewrite_pairs(map, &here);
         let mut roots: Vec<PathBuf> = map.prefixes.iter().map(|p| root.join(&p.in_tree)).collect();
         if let Ok(found) = crate::freeze::scripts::find(root, Some(map)) {
             for entry in found.iter().flat_map(|f| f.sys_path.iter()) {

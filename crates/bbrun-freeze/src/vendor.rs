@@ -20,9 +20,9 @@ use bbrun_ldcheck::fs::{self as ldfs, FileSource};
 use bbrun_ldcheck::{machine, policy, Config, Process};
 
 use crate::elfwalk::{display_rel, elf_files, origin_relative};
-use crate::fsutil;
-use crate::map::{self, Action, FileKind, InventoryEntry, RelocationMap};
-use crate::native::NativeReport;
+use crate::native_report::{NativeReport, BUNDLE_DIR};
+use bbrun_map::map::{self, Action, FileKind, InventoryEntry, RelocationMap};
+use bbrun_util::fsutil;
 
 /// Where `--vendor-libs` puts the copies, relative to the root.
 pub const LIB_DIR: &str = ".bbrun/lib";
@@ -60,7 +60,7 @@ pub fn vendor_libs(
 ) -> Result<()> {
     // The shim is bbrun's; a bundled interpreter vendors its own libraries.
     let shim = Path::new(map::STATE_DIR).join("shim");
-    let python = Path::new(crate::bundle::BUNDLE_DIR);
+    let python = Path::new(BUNDLE_DIR);
     let files = elf_files(root, &[shim.as_path(), python])?;
     let lib_dir = root.join(LIB_DIR);
     let config = machine::this_machine().map_err(|e| anyhow::anyhow!("{e}"))?;

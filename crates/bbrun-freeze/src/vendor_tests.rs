@@ -111,7 +111,7 @@ fn vendors_transitively_and_is_idempotent() {
     let mut p = Process::new();
     p.load(m, None, &config, &mut FileSource::new());
     assert_eq!(p.missing(0).count(), 0, "{:?}", p.edges);
-    assert!(crate::fsutil::normalize(&p.nodes[1].object.path).starts_with(&lib_dir));
+    assert!(bbrun_util::fsutil::normalize(&p.nodes[1].object.path).starts_with(&lib_dir));
 
     let again = vendor_into(
         &config,

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::fsutil;
+use bbrun_util::fsutil;
 
 /// Directory inside the tree that holds everything bbrun writes.
 pub const STATE_DIR: &str = ".bbrun";
@@ -200,8 +200,8 @@ impl RelocationMap {
 
 /// A map of a tree built at `root` with a CPython 3.11, no scripts and no
 /// collected prefixes: what unit tests start from.
-#[cfg(test)]
-pub(crate) fn test_map(root: &str) -> RelocationMap {
+#[cfg(any(test, feature = "test-support"))]
+pub fn test_map(root: &str) -> RelocationMap {
     RelocationMap {
         format: FORMAT_VERSION,
         bbrun_version: "0".into(),

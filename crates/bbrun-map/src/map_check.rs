@@ -90,7 +90,7 @@ fn absolute(field: &str, value: &str, path: &Path) -> Result<()> {
         bail!(
             "{}: {field} {} is not an absolute path; the map is corrupt or forged, freeze the tree again from its source",
             path.display(),
-            crate::errline::quote(value)
+            bbrun_util::errline::quote(value)
         );
     }
     Ok(())
@@ -108,7 +108,7 @@ fn relative_inside(field: &str, value: &str, path: &Path) -> Result<()> {
         bail!(
             "{}: {field} {} must be a path inside the tree (relative, without `..`); the map is corrupt or forged, freeze the tree again from its source",
             path.display(),
-            crate::errline::quote(value)
+            bbrun_util::errline::quote(value)
         );
     }
     Ok(())

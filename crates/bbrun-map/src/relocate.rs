@@ -5,8 +5,8 @@
 //! what changes are the files the inventory marks `rewrite-on-relocate`:
 //! `.installed.cfg`, egg-links, `.pth`, editable finders, config files.
 
-use crate::fsutil;
 use crate::map::RelocationMap;
+use bbrun_util::fsutil;
 
 /// Every path prefix a recorded file may name, with what it becomes under
 /// `new_root`, longest first: collected prefixes map into the tree's

@@ -1,5 +1,5 @@
 //! Removing what killed runs left inside a tree (see
-//! [`bbrun_archive::walk::is_debris`]): temp files of a dead process, and
+//! [`bbrun_util::fsutil::is_debris`]): temp files of a dead process, and
 //! relocate's pending files when no relocate journal will claim them.
 //! Every command that writes into a tree (freeze, relocate, shebang) sweeps
 //! first, so a kill -9 costs nothing but the re-run; pack and the manifest
@@ -8,10 +8,14 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use bbrun_archive::walk::is_debris;
+use bbrun_map::map;
+use bbrun_util::fsutil::is_debris;
 
-use crate::map;
-use crate::retarget::JOURNAL;
+/// The journal of an unfinished retarget (`bbrun relocate`), in the tree's
+/// state dir: while it exists, relocate's pending files are claimed. Named
+/// here, below the shipping crate that writes it, because every writer
+/// sweeps.
+pub const JOURNAL: &str = "relocate-journal.toml";
 
 /// Remove debris of dead runs below `root`; returns what was removed.
 /// A temp file of a live process (another bbrun working now) is kept.

@@ -15,8 +15,8 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::fsutil;
-use crate::map::Interpreter;
+use bbrun_map::map::Interpreter;
+use bbrun_util::fsutil;
 
 /// What an interpreter says about itself.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

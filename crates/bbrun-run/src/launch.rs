@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::fsutil;
 use crate::interp::{self, ProbeCache};
 use crate::shebang;
 use crate::shim;
 use crate::tree::FrozenTree;
+use bbrun_util::fsutil;
 
 /// Everything needed to exec; built separately from the exec so tests and
 /// `--print` can inspect it.
@@ -25,13 +25,25 @@ pub struct LaunchPlan {
     /// The tree's root, as reached.
     pub root: PathBuf,
     /// A zc.buildout run that may change the tree: the caller runs it
-    /// through [`crate::buildout`] (offline, transactional), not exec.
+    /// through [`bbrun_buildout::buildout`] (offline, transactional), not exec.
     pub buildout: bool,
+}
+
+/// What a launch needs from the tooling crates, wired by the binary: this
+/// crate depends on none of them (the hot path stays small, and the arrow
+/// between run side and tooling points one way).
+pub struct Hooks {
+    /// A tree whose recorded files name another root (moved or copied by
+    /// hand): rewrite them for where it is now and return the tree
+    /// reloaded, or refuse (`bbrun_ship::autorelocate::ensure_own_files`).
+    /// It returns a tree at its recorded root as it is, after one string
+    /// comparison.
+    pub own_files: fn(FrozenTree) -> Result<FrozenTree>,
 }
 
 /// Plan the launch of `script` (as typed by the user or passed by the
 /// kernel) with `args`.
-pub fn plan(script: &Path, args: &[OsString]) -> Result<LaunchPlan> {
+pub fn plan(script: &Path, args: &[OsString], hooks: &Hooks) -> Result<LaunchPlan> {
     let abs = fsutil::absolute_lexical(script)?;
     // `bbrun venv/bin/python ARGS`: the tree's interpreter itself, run with
     // the tree's mapping (its link may dangle on this machine).
@@ -52,7 +64,7 @@ pub fn plan(script: &Path, args: &[OsString]) -> Result<LaunchPlan> {
     };
     // A tree moved or copied by hand runs on its own files, never on those
     // of the place it came from.
-    let tree = crate::autorelocate::ensure_own_files(tree)?;
+    let tree = (hooks.own_files)(tree)?;
     let rel = abs
         .strip_prefix(&tree.root)
         .map(|p| p.to_string_lossy().into_owned())
@@ -91,7 +103,7 @@ pub fn plan(script: &Path, args: &[OsString]) -> Result<LaunchPlan> {
     }
     argv.extend(args.iter().cloned());
 
-    let pathmap = crate::map_check::encode_pathmap(&crate::launch_view::pathmap_pairs(&tree));
+    let pathmap = bbrun_map::map_check::encode_pathmap(&crate::launch_view::pathmap_pairs(&tree));
     let mut pythonpath = shim_dir.as_os_str().to_owned();
     if let Some(existing) = std::env::var_os("PYTHONPATH").filter(|p| !p.is_empty()) {
         // A nested launch (a script of one tree running another's) must
@@ -235,6 +247,6 @@ fn needs_relocating(tree: &FrozenTree) -> bool {
 /// A script that calls zc.buildout's main (any name), read from disk.
 fn runs_buildout(abs: &Path) -> bool {
     std::fs::read(abs)
-        .map(|b| b.len() < 64 * 1024 && crate::freeze::scripts::runs_buildout(&b))
+        .map(|b| b.len() < 64 * 1024 && shebang::runs_buildout(&b))
         .unwrap_or(false)
 }

@@ -8,9 +8,9 @@ use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use crate::fsutil;
 use crate::pyview;
 use crate::tree::FrozenTree;
+use bbrun_util::fsutil;
 
 /// A fallback interpreter run through a view (see [`pyview`]).
 #[derive(Debug)]
@@ -105,7 +105,7 @@ mod tests {
             OsString::from_vec(b"/new\xff/x".to_vec()),
         )];
         assert_eq!(
-            crate::map_check::encode_pathmap(&pairs).as_bytes(),
+            bbrun_map::map_check::encode_pathmap(&pairs).as_bytes(),
             b"/old\t/new\xff/x\n".as_slice()
         );
     }

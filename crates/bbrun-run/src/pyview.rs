@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::map::Interpreter;
+use bbrun_map::map::Interpreter;
 
 /// The view's interpreter for `python` (a base interpreter compatible with
 /// `want`), created on first use; `None` when no safe place can hold it
@@ -65,9 +65,9 @@ fn create(dir: &Path, python: &Path, want: &Interpreter, name: &str) -> Result<(
         want.version
     );
     // pyvenv.cfg first, then the link that marks the view complete.
-    crate::fsutil::atomic_write(&dir.join("pyvenv.cfg"), cfg.as_bytes(), 0o644)?;
+    bbrun_util::fsutil::atomic_write(&dir.join("pyvenv.cfg"), cfg.as_bytes(), 0o644)?;
     let exe = bin.join(name);
-    let tmp = crate::fsutil::temp_sibling(&exe);
+    let tmp = bbrun_util::fsutil::temp_sibling(&exe);
     let _ = std::fs::remove_file(&tmp);
     std::os::unix::fs::symlink(python, &tmp)
         .with_context(|| format!("{}: cannot create", tmp.display()))?;

@@ -168,11 +168,16 @@ pub fn check_tree_state(root: &Path) -> Result<()> {
     let owner = std::fs::metadata(root)
         .map_err(|e| anyhow::anyhow!("{}: cannot stat ({e})", root.display()))?
         .uid();
-    let state = root.join(crate::map::STATE_DIR);
+    let state = root.join(bbrun_map::map::STATE_DIR);
     check_state_entry(&state, owner, true, Need::Required)?;
-    check_state_entry(&crate::map::map_path(root), owner, false, Need::Required)?;
     check_state_entry(
-        &crate::map::inventory_path(root),
+        &bbrun_map::map::map_path(root),
+        owner,
+        false,
+        Need::Required,
+    )?;
+    check_state_entry(
+        &bbrun_map::map::inventory_path(root),
         owner,
         false,
         Need::IfPresent,

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-use crate::fsutil;
+use bbrun_util::fsutil;
 
 /// The longest first line every Linux kernel runs whole: 128 bytes before
 /// 5.1 (`BINPRM_BUF_SIZE`), including `#!` and the newline. Longer lines
@@ -63,6 +63,12 @@ pub fn is_python(interpreter: &str) -> bool {
             n.to_string_lossy().starts_with("python") || n.to_string_lossy().starts_with("pypy")
         })
         .unwrap_or(false)
+}
+
+/// Whether a script body runs zc.buildout's command line (buildout's own
+/// script generator writes exactly this call).
+pub fn runs_buildout(body: &[u8]) -> bool {
+    fsutil::find(body, b"zc.buildout.buildout.main(").is_some()
 }
 
 /// The first line of a file, without its newline (at most 4 KiB read).
@@ -157,6 +163,33 @@ pub fn set_first_line(path: &Path, new_line: &str, dry_run: bool) -> Result<Line
         body_sha256_after: after,
         changed,
     })
+}
+
+/// Rewrite line 1 of every script the map records.
+pub fn apply(
+    tree: &crate::tree::FrozenTree,
+    launcher: Option<&Path>,
+    restore: bool,
+    dry_run: bool,
+) -> Result<Vec<LineChange>> {
+    let line = launcher_line(launcher);
+    let mut changes = Vec::new();
+    for script in &tree.map.scripts {
+        let path = tree.root.join(&script.path);
+        if !path.exists() {
+            bail!(
+                "{}: recorded in the map but missing; run `bbrun freeze` again",
+                path.display()
+            );
+        }
+        let new_line = if restore {
+            script.shebang.as_str()
+        } else {
+            line.as_str()
+        };
+        changes.push(set_first_line(&path, new_line, dry_run)?);
+    }
+    Ok(changes)
 }
 
 #[cfg(test)]

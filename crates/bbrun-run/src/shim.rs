@@ -9,12 +9,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::fsutil;
-use crate::map::STATE_DIR;
+use bbrun_map::map::STATE_DIR;
+use bbrun_util::fsutil;
 
-pub const SHIM_MODULE: &str = include_str!("../../shim/bbrun_shim.py");
-pub const SITECUSTOMIZE: &str = include_str!("../../shim/sitecustomize.py");
-pub const INDEX_MODULE: &str = include_str!("../../shim/bbrun_index.py");
+pub const SHIM_MODULE: &str = include_str!("../../../shim/bbrun_shim.py");
+pub const SITECUSTOMIZE: &str = include_str!("../../../shim/sitecustomize.py");
+pub const INDEX_MODULE: &str = include_str!("../../../shim/bbrun_index.py");
 
 /// The files of the shim directory, by name.
 pub const FILES: [(&str, &str); 3] = [

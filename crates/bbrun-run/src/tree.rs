@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
-use crate::map::{self, RelocationMap};
+use bbrun_map::map::{self, RelocationMap};
 
 /// A frozen tree at its current location.
 #[derive(Debug)]
@@ -34,7 +34,7 @@ impl FrozenTree {
 
     /// `(old, new)` pairs the shim applies, longest old path first.
     pub fn path_mapping(&self) -> Vec<(String, String)> {
-        crate::relocate::rewrite_pairs(&self.map, &self.root.to_string_lossy())
+        bbrun_map::relocate::rewrite_pairs(&self.map, &self.root.to_string_lossy())
     }
 }
 

@@ -15,9 +15,9 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-use crate::map::STATE_DIR;
 use crate::retarget;
-use crate::tree::FrozenTree;
+use bbrun_map::map::STATE_DIR;
+use bbrun_run::tree::FrozenTree;
 
 /// Name of the lock file in the tree's state dir.
 pub const LOCK_FILE: &str = "lock";

@@ -20,12 +20,12 @@ use bbrun_archive::manifest::{EntryKind, Manifest, MANIFEST_PATH};
 use bbrun_archive::unpack;
 use serde::Serialize;
 
-use crate::fsutil;
-use crate::map;
 use crate::retarget;
-use crate::tree::FrozenTree;
 use crate::upgrade;
 use crate::verify;
+use bbrun_map::map;
+use bbrun_run::tree::FrozenTree;
+use bbrun_util::fsutil::{self, remove_tree};
 
 #[derive(Debug, Serialize)]
 pub struct InstallReport {
@@ -230,7 +230,7 @@ fn stage(
             );
         }
     }
-    let changes = crate::commands::shebang::apply(&tree, Some(&opts.launcher), false, false)?;
+    let changes = bbrun_run::shebang::apply(&tree, Some(&opts.launcher), false, false)?;
     // One flush for the whole tree before it becomes visible at DEST, so a
     // power cut after the rename cannot leave empty files behind. (A full
     // disk needs no flush to be seen: ext4 and xfs reserve space at write.)
@@ -382,7 +382,7 @@ fn upgrade_in_place(
 pub(crate) fn swap_keeping_state(
     dest: &Path,
     other: &Path,
-    policy: &crate::state::StatePolicy,
+    policy: &bbrun_map::state::StatePolicy,
     parent: &Path,
     name: &str,
 ) -> Result<upgrade::Moved> {
@@ -478,7 +478,7 @@ pub(crate) fn recover(parent: &Path, name: &str, dest: &Path) -> Result<()> {
             if let Some(pid) = file_name.strip_prefix(prefix.as_str()) {
                 if pid
                     .parse::<i32>()
-                    .is_ok_and(|p| !crate::debris::pid_alive(p))
+                    .is_ok_and(|p| !bbrun_run::debris::pid_alive(p))
                 {
                     stale.push((e.path(), is_backup));
                 }
@@ -522,36 +522,6 @@ pub(crate) fn is_restorable(path: &Path) -> bool {
     fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
         && fs::symlink_metadata(map::map_path(path)).is_ok_and(|m| m.is_file())
         && map::load(&map::map_path(path)).is_ok()
-}
-
-/// `remove_dir_all` that also copes with read-only directories (an
-/// archive may hold some; unprivileged users cannot empty them as they
-/// are). Symlinks are removed, never followed.
-pub(crate) fn remove_tree(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    if fs::remove_dir_all(path).is_ok() {
-        return Ok(());
-    }
-    for e in walkdir::WalkDir::new(path)
-        .follow_links(false)
-        .into_iter()
-        .flatten()
-    {
-        if e.file_type().is_dir() {
-            let _ = fs::set_permissions(e.path(), fs::Permissions::from_mode(0o700));
-        }
-    }
-    fs::remove_dir_all(path)
-}
-
-/// A directory with [`remove_tree`], anything else (a file, a symlink)
-/// with `remove_file`.
-pub(crate) fn remove_tree_or_file(path: &Path) -> std::io::Result<()> {
-    if fs::symlink_metadata(path)?.is_dir() {
-        remove_tree(path)
-    } else {
-        fs::remove_file(path)
-    }
 }
 
 fn sync_filesystem(path: &Path) {

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::interp::{self, ProbeCache};
-use crate::map::RelocationMap;
+use bbrun_map::map::RelocationMap;
+use bbrun_run::interp::{self, ProbeCache};
 
 /// Create the skipped `(path, target)` links under `staging`; returns them
 /// as `(path, new target)` for the report.
@@ -120,7 +120,7 @@ fn set_home(cfg: &Path, home: &Path) -> Result<()> {
                 .with_context(|| format!("{}: cannot stat", cfg.display()))?
                 .permissions(),
         );
-        crate::fsutil::atomic_write(cfg, (lines.join("\n") + "\n").as_bytes(), mode & 0o7777)?;
+        bbrun_util::fsutil::atomic_write(cfg, (lines.join("\n") + "\n").as_bytes(), mode & 0o7777)?;
     }
     Ok(())
 }

@@ -14,8 +14,9 @@ use anyhow::{bail, Context, Result};
 use bbrun_archive::manifest::EntryKind;
 use bbrun_archive::packset::PackSet;
 
-use crate::map::{self, Action, RelocationMap};
-use crate::{relocate, shebang};
+use bbrun_map::map::{self, Action, RelocationMap};
+use bbrun_map::relocate;
+use bbrun_run::shebang;
 
 /// Where the launcher goes inside a packaged tree.
 pub const PACKAGED_LAUNCHER: &str = ".bbrun/bin/bbrun";
@@ -193,7 +194,7 @@ pub fn interpreter_depends(map: &RelocationMap) -> Option<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::map::{BuildRoot, FileKind, Interpreter, Inventory, InventoryEntry, Script};
+    use bbrun_map::map::{BuildRoot, FileKind, Interpreter, Inventory, InventoryEntry, Script};
 
     fn frozen(root: &Path) -> RelocationMap {
         let build = "/build/app".to_string();

@@ -9,7 +9,7 @@ use bbrun_archive::manifest::EntryKind;
 use bbrun_archive::packset::PackSet;
 use serde::Serialize;
 
-use crate::state::{StateClass, StatePolicy};
+use bbrun_map::state::{StateClass, StatePolicy};
 
 #[derive(Debug, Default, Serialize)]
 pub struct Stripped {

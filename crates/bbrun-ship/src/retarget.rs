@@ -19,12 +19,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::fsutil;
-use crate::map::{self, Action, RelocationMap};
-use crate::relocate;
+use bbrun_map::map::{self, Action, RelocationMap};
+use bbrun_map::relocate;
+use bbrun_util::fsutil;
 
 /// The journal of an unfinished retarget, in the tree's state dir.
-pub const JOURNAL: &str = "relocate-journal.toml";
+pub use bbrun_run::debris::JOURNAL;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Journal {
@@ -57,7 +57,7 @@ pub fn retarget(root: &Path, new_root: &str) -> Result<RetargetReport> {
     };
     report.resumed = finish_journal(root)?;
     // With no journal left, any pending file is an interrupted run's.
-    crate::debris::sweep(root)?;
+    bbrun_run::debris::sweep(root)?;
     let map_path = map::map_path(root);
     let map = map::load(&map_path)?;
     if map.files_root() == new_root {
@@ -225,7 +225,7 @@ fn write_pending(path: &Path, bytes: &[u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::map::{Inventory, InventoryEntry};
+    use bbrun_map::map::{Inventory, InventoryEntry};
 
     fn tree(root: &Path, built_at: &str) {
         fs::create_dir_all(root.join(".bbrun")).unwrap();

@@ -20,9 +20,9 @@ use anyhow::{bail, Context, Result};
 use bbrun_archive::manifest::{Manifest, MANIFEST_PATH};
 use serde::{Deserialize, Serialize};
 
-use crate::fsutil;
-use crate::map;
-use crate::state::StatePolicy;
+use bbrun_map::map;
+use bbrun_map::state::StatePolicy;
+use bbrun_util::fsutil;
 
 /// `.DEST.bbrun-prev`: the tree an upgrade replaced.
 pub fn prev_path(parent: &Path, name: &str) -> PathBuf {
@@ -81,7 +81,7 @@ fn running_evidence(path: &Path) -> Option<String> {
     if name.ends_with(".pid") {
         let text = fs::read_to_string(path).ok()?;
         let pid: i32 = text.trim().parse().ok()?;
-        return (pid > 0 && crate::debris::pid_alive(pid))
+        return (pid > 0 && bbrun_run::debris::pid_alive(pid))
             .then(|| format!("names live process {pid}"));
     }
     if name.ends_with(".lock") {
@@ -279,7 +279,7 @@ pub fn move_into(
             // What the archive put there (empty state directories, initial
             // data) gives way to the state that lives on.
             if fs::symlink_metadata(&dst).is_ok() {
-                crate::install::remove_tree_or_file(&dst)
+                fsutil::remove_tree_or_file(&dst)
                     .with_context(|| format!("{}: cannot make room", dst.display()))?;
             }
             fs::rename(from.join(rel), &dst).with_context(|| {
@@ -344,7 +344,7 @@ pub fn recover_journals(parent: &Path, name: &str) -> Result<()> {
         };
         if pid
             .parse::<i32>()
-            .is_ok_and(|p| p == std::process::id() as i32 || !crate::debris::pid_alive(p))
+            .is_ok_and(|p| p == std::process::id() as i32 || !bbrun_run::debris::pid_alive(p))
         {
             let text = fs::read_to_string(e.path())
                 .with_context(|| format!("{}: cannot read", e.path().display()))?;
@@ -378,54 +378,6 @@ pub fn recover_journals(parent: &Path, name: &str) -> Result<()> {
     Ok(())
 }
 
-#[derive(Debug, Serialize)]
-pub struct RollbackReport {
-    pub dest: String,
-    /// Where the tree rolled back from is kept now (rolling back again
-    /// swaps it back).
-    pub backup: String,
-    pub kept: Moved,
-}
-
-/// `bbrun rollback DEST`: swap DEST with `.DEST.bbrun-prev`, moving DEST's
-/// state (and files its manifest does not know) along.
-pub fn rollback(dest: &Path, force: bool) -> Result<RollbackReport> {
-    let dest = fsutil::absolute_lexical(dest)?;
-    let (parent, name) = match (dest.parent(), dest.file_name()) {
-        (Some(p), Some(n)) => (p.to_path_buf(), n.to_string_lossy().into_owned()),
-        _ => bail!("{}: not an installed tree", dest.display()),
-    };
-    crate::install::recover(&parent, &name, &dest)?;
-    let prev = prev_path(&parent, &name);
-    // A real directory with a valid map, never a symlink planted under
-    // the backup name.
-    if !crate::install::is_restorable(&prev) {
-        bail!(
-            "{}: no previous tree to roll back to ({} is missing or not a bbrun tree); only `bbrun install` over an existing tree keeps one",
-            dest.display(),
-            prev.display()
-        );
-    }
-    if !map::map_path(&dest).is_file() {
-        bail!(
-            "{}: not a bbrun tree (no {}/{}); refusing to swap it",
-            dest.display(),
-            map::STATE_DIR,
-            map::MAP_FILE
-        );
-    }
-    let policy = union(&policy_of(&dest), &policy_of(&prev));
-    if !force {
-        check_not_running(&dest, &policy)?;
-    }
-    let kept = crate::install::swap_keeping_state(&dest, &prev, &policy, &parent, &name)?;
-    Ok(RollbackReport {
-        dest: dest.display().to_string(),
-        backup: prev.display().to_string(),
-        kept,
-    })
-}
-
 /// Whether `root` holds state files (a backup that must not be deleted).
 pub fn holds_state(root: &Path) -> bool {
     !state_files(root, &policy_of(root)).is_empty()
@@ -445,7 +397,7 @@ pub fn union(a: &StatePolicy, b: &StatePolicy) -> StatePolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::StateClass;
+    use bbrun_map::state::StateClass;
 
     fn policy() -> StatePolicy {
         let mut p = StatePolicy::default();

@@ -10,8 +10,8 @@ use bbrun_archive::manifest::{EntryKind, Manifest, ManifestEntry, TreeDiff, MANI
 use bbrun_archive::unpack::safe_mode;
 use serde::Serialize;
 
-use crate::map::{self, Action, Inventory, RelocationMap};
-use crate::shebang;
+use bbrun_map::map::{self, Action, Inventory, RelocationMap};
+use bbrun_run::shebang;
 
 /// A difference that install/relocate (or Python itself) makes on purpose.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -372,8 +372,8 @@ fn undo_rewrite_matches(
             pairs.push((now.to_string(), old.to_string()));
             pairs.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
             let undone =
-                crate::relocate::rewrite_text(&bytes, &pairs).unwrap_or_else(|| bytes.clone());
-            if crate::fsutil::sha256_hex(&undone) == want {
+                bbrun_map::relocate::rewrite_text(&bytes, &pairs).unwrap_or_else(|| bytes.clone());
+            if bbrun_util::fsutil::sha256_hex(&undone) == want {
                 return Some(true);
             }
         }

@@ -90,6 +90,23 @@ pub fn temp_sibling(path: &Path) -> PathBuf {
     parent_dir(path).join(format!(".{name}.bbrun-tmp.{}", std::process::id()))
 }
 
+/// What a killed bbrun run may leave behind: temp files
+/// (`NAME.bbrun-tmp.PID`), relocate's pending files (`.NAME.bbrun-relocate`),
+/// install's staging and backup directories (`.NAME.bbrun-staging.PID`,
+/// `.NAME.bbrun-old.PID`). Never part of a tree: no archive or manifest
+/// lists them, and the next run of the command removes them.
+pub fn is_debris(name: &str) -> bool {
+    let pid_suffix = |marker: &str| {
+        name.rsplit_once(marker)
+            .is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+    };
+    pid_suffix(".bbrun-tmp.")
+        || (name.starts_with('.')
+            && (name.ends_with(".bbrun-relocate")
+                || pid_suffix(".bbrun-staging.")
+                || pid_suffix(".bbrun-old.")))
+}
+
 fn parent_dir(path: &Path) -> &Path {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
@@ -126,10 +143,6 @@ pub fn sync_dir(dir: &Path) {
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
-
-/// sha256 of a file's content; the manifest's own implementation, so a
-/// hash bbrun prints always matches one it checks.
-pub use bbrun_archive::manifest::sha256_file;
 
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
@@ -201,6 +214,36 @@ pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
         }
     }
     None
+}
+
+/// `remove_dir_all` that also copes with read-only directories (an
+/// archive may hold some; unprivileged users cannot empty them as they
+/// are). Symlinks are removed, never followed.
+pub fn remove_tree(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if fs::remove_dir_all(path).is_ok() {
+        return Ok(());
+    }
+    for e in walkdir::WalkDir::new(path)
+        .follow_links(false)
+        .into_iter()
+        .flatten()
+    {
+        if e.file_type().is_dir() {
+            let _ = fs::set_permissions(e.path(), fs::Permissions::from_mode(0o700));
+        }
+    }
+    fs::remove_dir_all(path)
+}
+
+/// A directory with [`remove_tree`], anything else (a file, a symlink)
+/// with `remove_file`.
+pub fn remove_tree_or_file(path: &Path) -> std::io::Result<()> {
+    if fs::symlink_metadata(path)?.is_dir() {
+        remove_tree(path)
+    } else {
+        fs::remove_file(path)
+    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::map::{CollectedPrefix, STATE_DIR};
+use bbrun_map::map::{CollectedPrefix, STATE_DIR};
 
 /// Where collected copies live, relative to the root.
 pub const EXTERNAL_DIR: &str = ".bbrun/external";
@@ -58,7 +58,7 @@ pub fn plan(external: &[String], existing: &[CollectedPrefix]) -> Vec<CollectedP
 pub fn copy_into_tree(src: &Path, dest: &Path) -> Result<u64> {
     let parent = dest.parent().context("destination has no parent")?;
     fs::create_dir_all(parent).with_context(|| format!("{}: cannot create", parent.display()))?;
-    let staging = crate::fsutil::temp_sibling(dest);
+    let staging = bbrun_util::fsutil::temp_sibling(dest);
     if staging.exists() {
         fs::remove_dir_all(&staging).ok();
     }
@@ -73,7 +73,7 @@ pub fn copy_into_tree(src: &Path, dest: &Path) -> Result<u64> {
             }
             fs::rename(&staging, dest)
                 .with_context(|| format!("{}: cannot move copy into place", dest.display()))?;
-            crate::fsutil::sync_dir(parent);
+            bbrun_util::fsutil::sync_dir(parent);
             Ok(n)
         }
         Err(e) => {
@@ -122,7 +122,7 @@ pub fn copy_tree(src: &Path, dest: &Path) -> Result<u64> {
             continue;
         }
         fs::set_permissions(&target, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
-        crate::fsutil::copy_times(&target, &meta)?;
+        bbrun_util::fsutil::copy_times(&target, &meta)?;
     }
     // Directory mtimes were disturbed by creating their children; fix them
     // bottom-up.
@@ -131,7 +131,7 @@ pub fn copy_tree(src: &Path, dest: &Path) -> Result<u64> {
         if entry.file_type().is_dir() {
             let rel = entry.path().strip_prefix(src).unwrap_or(Path::new(""));
             let meta = entry.metadata()?;
-            crate::fsutil::copy_times(&dest.join(rel), &meta)?;
+            bbrun_util::fsutil::copy_times(&dest.join(rel), &meta)?;
         }
     }
     Ok(bytes)

@@ -32,8 +32,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
-use crate::fsutil;
-use crate::map::STATE_DIR;
+use bbrun_map::map::STATE_DIR;
+use bbrun_util::fsutil;
 
 /// Format tag on the first line; the shim ignores an index it does not know.
 pub const HEADER: &str = "bbrun-import-index 1";

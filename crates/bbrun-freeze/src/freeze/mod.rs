@@ -16,13 +16,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use crate::fsutil;
-use crate::interp;
-use crate::map::{
+use crate::native::{self, NativeOptions};
+use bbrun_map::map::{
     self, BuildRoot, CollectedPrefix, Interpreter, Inventory, InventoryEntry, RelocationMap,
 };
-use crate::native::{self, NativeOptions};
-use crate::shim;
+use bbrun_run::interp;
+use bbrun_run::shim;
+use bbrun_util::fsutil;
 
 #[derive(Debug, Clone, Default)]
 pub struct FreezeOptions {
@@ -33,7 +33,7 @@ pub struct FreezeOptions {
     pub python: Option<PathBuf>,
     pub native: NativeOptions,
     /// `--state PATH[=CLASS]`: more application state.
-    pub state: Vec<(String, crate::state::StateClass)>,
+    pub state: Vec<(String, bbrun_map::state::StateClass)>,
     /// `--not-state PATH`: not state, even below a state path.
     pub not_state: Vec<String>,
 }
@@ -54,7 +54,7 @@ pub struct FreezeReport {
     pub files: BTreeMap<String, Vec<InventoryEntry>>,
     pub notes: Vec<String>,
     /// Application state recorded in the map.
-    pub state: Vec<crate::state::StatePath>,
+    pub state: Vec<bbrun_map::state::StatePath>,
 }
 
 pub fn freeze(root_arg: &Path, opts: &FreezeOptions) -> Result<FreezeReport> {
@@ -65,7 +65,7 @@ pub fn freeze(root_arg: &Path, opts: &FreezeOptions) -> Result<FreezeReport> {
     if !opts.dry_run {
         // Temp files of a killed freeze would otherwise be scanned, and
         // shipped by pack.
-        crate::debris::sweep(&root)?;
+        bbrun_run::debris::sweep(&root)?;
     }
     let root_real = std::fs::canonicalize(&root)
         .with_context(|| format!("{}: cannot resolve", root.display()))?;
@@ -263,7 +263,7 @@ fn import_index(
     found: &[scripts::FoundScript],
 ) -> Result<()> {
     let root_s = root.to_string_lossy();
-    let mut pairs = crate::relocate::rewrite_pairs(map, &root_s);
+    let mut pairs = bbrun_map::relocate::rewrite_pairs(map, &root_s);
     if root_real != root_s {
         pairs.push((root_real.to_string(), root_s.to_string()));
     }
@@ -284,12 +284,12 @@ fn import_index(
 /// options.
 fn state_policy(
     root: &Path,
-    previous: crate::state::StatePolicy,
+    previous: bbrun_map::state::StatePolicy,
     configs: &[String],
     roots: &[&str],
     opts: &FreezeOptions,
-) -> crate::state::StatePolicy {
-    let mut policy = crate::state::defaults(root, configs, roots);
+) -> bbrun_map::state::StatePolicy {
+    let mut policy = bbrun_map::state::defaults(root, configs, roots);
     for p in previous.paths.iter().filter(|p| p.origin == "option") {
         policy.add(&p.path, p.class, "option");
     }
@@ -367,7 +367,7 @@ fn new_map(
 fn most_common_interpreter(found: &[scripts::FoundScript]) -> Option<String> {
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for f in found {
-        if let Some(s) = crate::shebang::parse(&f.script.shebang) {
+        if let Some(s) = bbrun_run::shebang::parse(&f.script.shebang) {
             if s.interpreter.starts_with('/') {
                 *counts.entry(s.interpreter).or_default() += 1;
             }

@@ -6,8 +6,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use crate::fsutil;
-use crate::map::{Action, FileKind, InventoryEntry, STATE_DIR};
+use bbrun_map::map::{Action, FileKind, InventoryEntry, STATE_DIR};
+use bbrun_util::fsutil;
 
 /// Files larger than this are not searched: they are data, not the small
 /// text and binaries that carry build paths, and reading them would make

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::map::{RelocationMap, Script};
-use crate::shebang;
+use bbrun_map::map::{RelocationMap, Script};
+use bbrun_run::shebang;
 
 /// Directories whose executables are scripts a user runs.
 pub const SCRIPT_DIRS: &[&str] = &["bin"];
@@ -85,7 +85,7 @@ fn read_script(
             path: rel,
             shebang: line,
             options,
-            body_sha256: crate::fsutil::sha256_hex(body),
+            body_sha256: bbrun_util::fsutil::sha256_hex(body),
             buildout: runs_buildout(body),
         },
         sys_path,
@@ -112,14 +112,14 @@ pub fn find_generated(
         interp == interpreter
             || roots
                 .iter()
-                .any(|r| crate::fsutil::relative_inside(interp, r).is_some())
+                .any(|r| bbrun_util::fsutil::relative_inside(interp, r).is_some())
     };
     let mut out = Vec::new();
     let walker = walkdir::WalkDir::new(root)
         .follow_links(false)
         .sort_by_file_name()
         .into_iter()
-        .filter_entry(|e| e.depth() != 1 || e.file_name() != crate::map::STATE_DIR);
+        .filter_entry(|e| e.depth() != 1 || e.file_name() != bbrun_map::map::STATE_DIR);
     for entry in walker {
         let entry = entry.with_context(|| format!("{}: cannot walk", root.display()))?;
         if !entry.file_type().is_file() {
@@ -145,7 +145,7 @@ pub fn find_generated(
         let body = shebang::split_first_line(&bytes).1;
         if needles
             .iter()
-            .any(|n| !n.is_empty() && crate::fsutil::find(body, n.as_bytes()).is_some())
+            .any(|n| !n.is_empty() && bbrun_util::fsutil::find(body, n.as_bytes()).is_some())
         {
             out.push(found);
         }
@@ -153,11 +153,9 @@ pub fn find_generated(
     Ok(out)
 }
 
-/// Whether a script body runs zc.buildout's command line (buildout's own
-/// script generator writes exactly this call).
-pub fn runs_buildout(body: &[u8]) -> bool {
-    crate::fsutil::find(body, b"zc.buildout.buildout.main(").is_some()
-}
+/// Whether a script body runs zc.buildout (the launcher asks too, for a
+/// script freeze did not record).
+pub use bbrun_run::shebang::runs_buildout;
 
 /// Absolute path literals in a script body, split into those inside a
 /// `sys.path[...] = [` ... `]` block and the rest.

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::fsutil;
+use bbrun_util::fsutil;
 
 /// Threads renaming a large batch.
 const RENAME_THREADS: usize = 4;
