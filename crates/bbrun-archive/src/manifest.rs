@@ -48,34 +48,8 @@ pub const MANIFEST_PATH: &str = ".bbrun/manifest.tsv";
 /// The header line (without its newline).
 pub const HEADER: &str = "bbrun-manifest\t1";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum EntryKind {
-    File,
-    Dir,
-    Symlink,
-    Hardlink,
-}
-
-impl EntryKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EntryKind::File => "file",
-            EntryKind::Dir => "dir",
-            EntryKind::Symlink => "symlink",
-            EntryKind::Hardlink => "hardlink",
-        }
-    }
-
-    fn parse(s: &str) -> Option<EntryKind> {
-        Some(match s {
-            "file" => EntryKind::File,
-            "dir" => EntryKind::Dir,
-            "symlink" => EntryKind::Symlink,
-            "hardlink" => EntryKind::Hardlink,
-            _ => return None,
-        })
-    }
-}
+/// What an entry is (defined beside the tree walk that finds it).
+pub use crate::walk::EntryKind;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ManifestEntry {

@@ -12,7 +12,36 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::manifest::EntryKind;
+/// What an entry of a tree or a manifest is; its manifest spelling is
+/// [`EntryKind::as_str`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EntryKind {
+    File,
+    Dir,
+    Symlink,
+    Hardlink,
+}
+
+impl EntryKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryKind::File => "file",
+            EntryKind::Dir => "dir",
+            EntryKind::Symlink => "symlink",
+            EntryKind::Hardlink => "hardlink",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<EntryKind> {
+        Some(match s {
+            "file" => EntryKind::File,
+            "dir" => EntryKind::Dir,
+            "symlink" => EntryKind::Symlink,
+            "hardlink" => EntryKind::Hardlink,
+            _ => return None,
+        })
+    }
+}
 
 /// One entry of a tree on disk.
 #[derive(Debug, Clone)]

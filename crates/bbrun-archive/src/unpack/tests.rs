@@ -4,7 +4,11 @@
 //! appears outside DEST.
 
 use super::*;
+use crate::manifest::EntryKind;
+use std::fs;
+use std::io::Write;
 use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
 use tar::{EntryType, Header};
 
 struct Fixture {
