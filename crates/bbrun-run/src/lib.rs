@@ -19,3 +19,4 @@ pub mod safedir;
 pub mod shebang;
 pub mod shim;
 pub mod tree;
+pub mod tree_state;

@@ -25,7 +25,7 @@ impl FrozenTree {
                 root.display()
             );
         }
-        crate::safedir::check_tree_state(root)?;
+        crate::tree_state::check_tree_state(root)?;
         Ok(FrozenTree {
             root: root.to_path_buf(),
             map: map::load(&map_path)?,

@@ -11,8 +11,6 @@ use std::time::{Duration, SystemTime};
 use anyhow::{anyhow, Context, Result};
 use sha2::{Digest, Sha256};
 
-use super::unpacker::one_line;
-
 /// Set a directory's mtime (and atime) to `secs`, following no symlink.
 pub(super) fn set_mtime(path: &Path, secs: u64) {
     use std::os::unix::ffi::OsStrExt;
@@ -130,4 +128,8 @@ pub(super) fn current_umask() -> u32 {
         libc::umask(old);
         old as u32
     }
+}
+
+pub(super) fn one_line(s: &str) -> String {
+    s.lines().next().unwrap_or(s).trim().to_string()
 }

@@ -11,7 +11,7 @@ use std::sync::{mpsc, Arc, Mutex};
 
 use anyhow::{anyhow, bail, Result};
 
-use super::files::{current_umask, entry_mtime, set_mtime, stream_file, write_file};
+use super::files::{current_umask, entry_mtime, one_line, set_mtime, stream_file, write_file};
 use super::paths::{clean_path, resolve_inside, Escape};
 use super::{safe_mode, UnpackOptions, Unpacked, BUFFERED_MAX, QUEUE, WRITERS};
 use crate::manifest::{EntryKind, Manifest, ManifestEntry};
@@ -431,8 +431,4 @@ fn entry_of(
         sha256: None,
         target,
     }
-}
-
-pub(super) fn one_line(s: &str) -> String {
-    s.lines().next().unwrap_or(s).trim().to_string()
 }
