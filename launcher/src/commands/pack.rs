@@ -10,7 +10,7 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use anyhow::Result;
@@ -140,12 +140,13 @@ pub fn run(args: Args) -> Result<i32> {
     let summary = pack::pack(&opts, &watch)?;
     // BBRUN_PACK_TIMING=1 prints each phase's time (benches/pack.sh).
     if std::env::var_os("BBRUN_PACK_TIMING").is_some() {
-        let t = watch.times.lock().map(|t| *t).unwrap_or_default();
-        if let (Some(t0), Some(t1), Some(t2)) = t {
+        if let (Some(t0), Some(t1), Some(t2)) =
+            (watch.started.get(), watch.writing.get(), watch.done.get())
+        {
             eprintln!(
                 "bbrun pack: hashing {:.2}s, writing {:.2}s",
-                (t1 - t0).as_secs_f64(),
-                (t2 - t1).as_secs_f64()
+                (*t1 - *t0).as_secs_f64(),
+                (*t2 - *t1).as_secs_f64()
             );
         }
     }
@@ -176,22 +177,13 @@ fn print_summary(s: &Summary, data_has_a_place: bool) {
 }
 
 /// A byte-count bar on stderr for trees worth watching, hidden when
-/// stderr is not a terminal (CI logs, pipes); and the phases' start times.
+/// stderr is not a terminal (CI logs, pipes); and when each phase began.
 #[derive(Default)]
 struct Bar {
-    bar: Mutex<Option<indicatif::ProgressBar>>,
-    /// Start of the work, of writing, end of writing.
-    times: Mutex<(Option<Instant>, Option<Instant>, Option<Instant>)>,
-}
-
-impl Bar {
-    fn with(&self, f: impl FnOnce(&indicatif::ProgressBar)) {
-        if let Ok(b) = self.bar.lock() {
-            if let Some(b) = b.as_ref() {
-                f(b);
-            }
-        }
-    }
+    bar: OnceLock<indicatif::ProgressBar>,
+    started: OnceLock<Instant>,
+    writing: OnceLock<Instant>,
+    done: OnceLock<Instant>,
 }
 
 impl Watch for Bar {
@@ -200,32 +192,30 @@ impl Watch for Bar {
     }
 
     fn start(&self, total: u64) {
-        if let Ok(mut t) = self.times.lock() {
-            t.0 = Some(Instant::now());
-        }
-        if let Ok(mut b) = self.bar.lock() {
-            *b = Some(progress_bar(total));
-        }
+        let _ = self.started.set(Instant::now());
+        let _ = self.bar.set(progress_bar(total));
     }
 
     fn phase(&self, name: &'static str) {
         if name == "writing" {
-            if let Ok(mut t) = self.times.lock() {
-                t.1 = Some(Instant::now());
-            }
+            let _ = self.writing.set(Instant::now());
         }
-        self.with(|b| b.set_message(name));
+        if let Some(b) = self.bar.get() {
+            b.set_message(name);
+        }
     }
 
     fn position(&self, done: u64) {
-        self.with(|b| b.set_position(done));
+        if let Some(b) = self.bar.get() {
+            b.set_position(done);
+        }
     }
 
     fn finish(&self) {
-        self.with(|b| b.finish_and_clear());
-        if let Ok(mut t) = self.times.lock() {
-            t.2 = Some(Instant::now());
+        if let Some(b) = self.bar.get() {
+            b.finish_and_clear();
         }
+        let _ = self.done.set(Instant::now());
     }
 }
 
