@@ -76,11 +76,7 @@ pub fn bundle_python(
     let layout = probe_layout(&real)?;
     let dest = root.join(BUNDLE_DIR);
     let exe_rel = format!("{BUNDLE_DIR}/bin/python{}", layout.version);
-    let stamp = format!(
-        "{}\n{}\n",
-        real.display(),
-        bbrun_archive::manifest::sha256_file(&real)?
-    );
+    let stamp = format!("{}\n{}\n", real.display(), fsutil::sha256_file(&real)?);
     if dry_run {
         report
             .notes

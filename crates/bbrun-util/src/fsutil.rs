@@ -2,7 +2,7 @@
 //! and lexical path arithmetic.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
@@ -130,6 +130,29 @@ pub fn copy_times(path: &Path, meta: &std::fs::Metadata) -> Result<()> {
         UtimensatFlags::NoFollowSymlink,
     )
     .with_context(|| format!("{}: cannot set times", path.display()))
+}
+
+/// sha256 of a file's content, read in chunks; the manifest's hash
+/// (bbrun_archive re-exports this one), so a hash bbrun prints always
+/// matches one it checks.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut f =
+        std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let mut h = Sha256::new();
+    let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+    // Sized to the file (bbrun_archive's packset::for_each_chunk reads
+    // the same way).
+    let mut buf = vec![0u8; (size as usize + 1).min(256 * 1024)];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("{}: cannot read", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex(&h.finalize()))
 }
 
 /// fsync a directory so a rename in it survives a crash. Best effort: some
