@@ -15,7 +15,7 @@ n=${1:-300}
 rounds=${2:-3}
 command -v patchelf >/dev/null || { echo "patchelf not found (apt-get install -y patchelf)" >&2; exit 2; }
 
-cargo build -q --release -p bbrun --example relativize
+cargo build -q --release -p bbrun-freeze --example relativize
 tool=${CARGO_TARGET_DIR:-target}/release/examples/relativize
 
 work=$(mktemp -d)

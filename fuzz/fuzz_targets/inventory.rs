@@ -5,6 +5,6 @@ use std::path::Path;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = bbrun::map::parse_inventory(text, Path::new("inventory.toml"));
+        let _ = bbrun_map::map::parse_inventory(text, Path::new("inventory.toml"));
     }
 });

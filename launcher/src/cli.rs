@@ -91,7 +91,10 @@ fn report(result: anyhow::Result<i32>) -> i32 {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("bbrun: error: {}", crate::errline::bound(&format!("{e:#}")));
+            eprintln!(
+                "bbrun: error: {}",
+                bbrun_util::errline::bound(&format!("{e:#}"))
+            );
             2
         }
     }

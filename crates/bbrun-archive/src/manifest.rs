@@ -34,10 +34,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::Read;
 use std::path::Path;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
@@ -48,34 +47,8 @@ pub const MANIFEST_PATH: &str = ".bbrun/manifest.tsv";
 /// The header line (without its newline).
 pub const HEADER: &str = "bbrun-manifest\t1";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum EntryKind {
-    File,
-    Dir,
-    Symlink,
-    Hardlink,
-}
-
-impl EntryKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EntryKind::File => "file",
-            EntryKind::Dir => "dir",
-            EntryKind::Symlink => "symlink",
-            EntryKind::Hardlink => "hardlink",
-        }
-    }
-
-    fn parse(s: &str) -> Option<EntryKind> {
-        Some(match s {
-            "file" => EntryKind::File,
-            "dir" => EntryKind::Dir,
-            "symlink" => EntryKind::Symlink,
-            "hardlink" => EntryKind::Hardlink,
-            _ => return None,
-        })
-    }
-}
+/// What an entry is (defined beside the tree walk that finds it).
+pub use crate::walk::EntryKind;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ManifestEntry {
@@ -421,24 +394,9 @@ pub fn unescape(s: &str) -> Result<String> {
     Ok(out)
 }
 
-pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut f =
-        std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
-    let mut h = Sha256::new();
-    let size = f.metadata().map(|m| m.len()).unwrap_or(0);
-    // Sized to the file: see packset::for_each_chunk.
-    let mut buf = vec![0u8; (size as usize + 1).min(256 * 1024)];
-    loop {
-        let n = f
-            .read(&mut buf)
-            .with_context(|| format!("{}: cannot read", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex(&h.finalize()))
-}
+/// sha256 of a file's content (one implementation for every hash bbrun
+/// prints or checks).
+pub use bbrun_util::fsutil::sha256_file;
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))

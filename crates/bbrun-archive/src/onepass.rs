@@ -23,8 +23,8 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
-use crate::manifest::{hex, EntryKind, Manifest, ManifestEntry, MANIFEST_PATH};
-use crate::packset::{for_each_chunk, open_checked, PackEntry, PackSet, Progress};
+use crate::manifest::{hex, EntryKind, Manifest, MANIFEST_PATH};
+use crate::packset::{for_each_chunk, manifest_entry, open_checked, PackEntry, PackSet, Progress};
 use crate::tarball::{self, Compression};
 
 /// Memory the compressed tail may use before it spills to a temporary
@@ -362,21 +362,6 @@ fn hash_entry(e: &PackEntry, progress: Progress) -> Result<String> {
         Ok(())
     })?;
     Ok(hex(&h.finalize()))
-}
-
-/// The manifest's line for `e`, with its content's sha256 if a file.
-pub(crate) fn manifest_entry(e: &PackEntry, sha256: Option<String>) -> ManifestEntry {
-    ManifestEntry {
-        path: e.path.clone(),
-        kind: e.kind,
-        mode: e.mode,
-        size: match e.kind {
-            EntryKind::Symlink => e.target.as_deref().map_or(0, |t| t.len() as u64),
-            _ => e.size,
-        },
-        sha256,
-        target: e.target.clone(),
-    }
 }
 
 /// Bytes kept in memory up to [`SPILL_AT`], then in an anonymous

@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
-use crate::manifest::{self, EntryKind, Manifest, MANIFEST_PATH};
+use crate::manifest::{self, EntryKind, Manifest, ManifestEntry, MANIFEST_PATH};
 use crate::walk;
 
 /// Called with a number of content bytes just processed (hashed or
@@ -227,7 +227,7 @@ impl PackSet {
                     EntryKind::File => Some(hash_source(e, progress)?),
                     _ => None,
                 };
-                Ok(crate::onepass::manifest_entry(e, sha256))
+                Ok(manifest_entry(e, sha256))
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Manifest::from_entries(entries))
@@ -344,6 +344,21 @@ fn check_unchanged(f: &std::fs::File, path: &Path, size: u64, mtime: i64, read: 
         );
     }
     Ok(())
+}
+
+/// The manifest's line for `e`, with its content's sha256 if a file.
+pub(crate) fn manifest_entry(e: &PackEntry, sha256: Option<String>) -> ManifestEntry {
+    ManifestEntry {
+        path: e.path.clone(),
+        kind: e.kind,
+        mode: e.mode,
+        size: match e.kind {
+            EntryKind::Symlink => e.target.as_deref().map_or(0, |t| t.len() as u64),
+            _ => e.size,
+        },
+        sha256,
+        target: e.target.clone(),
+    }
 }
 
 #[cfg(test)]

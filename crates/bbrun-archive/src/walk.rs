@@ -12,7 +12,36 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::manifest::EntryKind;
+/// What an entry of a tree or a manifest is; its manifest spelling is
+/// [`EntryKind::as_str`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EntryKind {
+    File,
+    Dir,
+    Symlink,
+    Hardlink,
+}
+
+impl EntryKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryKind::File => "file",
+            EntryKind::Dir => "dir",
+            EntryKind::Symlink => "symlink",
+            EntryKind::Hardlink => "hardlink",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<EntryKind> {
+        Some(match s {
+            "file" => EntryKind::File,
+            "dir" => EntryKind::Dir,
+            "symlink" => EntryKind::Symlink,
+            "hardlink" => EntryKind::Hardlink,
+            _ => return None,
+        })
+    }
+}
 
 /// One entry of a tree on disk.
 #[derive(Debug, Clone)]
@@ -31,22 +60,9 @@ pub struct TreeItem {
     pub target: Option<String>,
 }
 
-/// What a killed bbrun run may leave behind: temp files
-/// (`NAME.bbrun-tmp.PID`), relocate's pending files (`.NAME.bbrun-relocate`),
-/// install's staging and backup directories (`.NAME.bbrun-staging.PID`,
-/// `.NAME.bbrun-old.PID`). Never part of a tree: no archive or manifest
-/// lists them, and the next run of the command removes them.
-pub fn is_debris(name: &str) -> bool {
-    let pid_suffix = |marker: &str| {
-        name.rsplit_once(marker)
-            .is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
-    };
-    pid_suffix(".bbrun-tmp.")
-        || (name.starts_with('.')
-            && (name.ends_with(".bbrun-relocate")
-                || pid_suffix(".bbrun-staging.")
-                || pid_suffix(".bbrun-old.")))
-}
+/// What a killed bbrun run may leave behind; never content (see
+/// [`bbrun_util::fsutil::is_debris`]).
+pub use bbrun_util::fsutil::is_debris;
 
 /// Every entry below `root`, sorted by path. Sockets are left out: they
 /// belong to a running program (a buildout's `var/*.sock`), not to the

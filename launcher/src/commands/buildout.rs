@@ -1,6 +1,6 @@
 //! `bbrun buildout ROOT [ARGS…]`: re-run zc.buildout in a frozen tree at
 //! its target, offline and compiler-less, all-or-nothing (see
-//! [`crate::buildout`]). ARGS go to buildout (`-c other.cfg`,
+//! [`bbrun_buildout::buildout`]). ARGS go to buildout (`-c other.cfg`,
 //! `install part`, `section:option=value`); buildout runs in ROOT.
 
 use std::ffi::OsString;
@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
-use crate::tree::FrozenTree;
+use bbrun_run::tree::FrozenTree;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -20,12 +20,12 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<i32> {
-    let root = crate::fsutil::absolute_lexical(&args.root)?;
+    let root = bbrun_util::fsutil::absolute_lexical(&args.root)?;
     let tree = FrozenTree::open(&root)?;
-    let script = crate::buildout::script_of(&tree)?;
+    let script = bbrun_buildout::script_of(&tree)?;
     // Buildout reads buildout.cfg (and a relative `-c FILE`) from its
     // working directory, as `cd ROOT && bin/buildout` would.
     std::env::set_current_dir(&root)
         .with_context(|| format!("{}: cannot change into it", root.display()))?;
-    crate::buildout::run(&root, &script, &args.args, crate::buildout::Moved::Relocate)
+    bbrun_buildout::run(&root, &script, &args.args, bbrun_buildout::Moved::Relocate)
 }

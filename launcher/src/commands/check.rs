@@ -10,8 +10,8 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
-use crate::check::{self, CheckReport};
-use crate::fsutil;
+use bbrun_freeze::check::{self, CheckReport};
+use bbrun_util::fsutil;
 
 #[derive(clap::Args, Debug)]
 #[command(

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
-use crate::freeze::{self, FreezeOptions, FreezeReport};
-use crate::native::NativeOptions;
+use bbrun_freeze::freeze::{self, FreezeOptions, FreezeReport};
+use bbrun_freeze::native::{ExternalRpath, NativeOptions};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -33,7 +33,47 @@ pub struct Args {
     #[arg(long = "not-state", value_name = "PATH")]
     pub not_state: Vec<String>,
     #[command(flatten)]
-    pub native: NativeOptions,
+    pub native: NativeArgs,
+}
+
+/// Options that concern native code (see [`NativeOptions`]).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct NativeArgs {
+    /// RPATH entries outside the root: keep (and report), drop, or error.
+    #[arg(long, value_enum, default_value_t = RpathArg::Keep)]
+    pub external_rpath: RpathArg,
+    /// Copy non-system shared libraries that extensions need into the tree.
+    #[arg(long)]
+    pub vendor_libs: bool,
+    /// Copy the build interpreter into the tree and use it first.
+    #[arg(long)]
+    pub bundle_python: bool,
+}
+
+/// What to do with RPATH/RUNPATH entries that point outside the root.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RpathArg {
+    /// Keep them, and list them in the report.
+    #[default]
+    Keep,
+    /// Remove them from the search path.
+    Drop,
+    /// Fail the freeze, listing them.
+    Error,
+}
+
+impl From<NativeArgs> for NativeOptions {
+    fn from(a: NativeArgs) -> NativeOptions {
+        NativeOptions {
+            external_rpath: match a.external_rpath {
+                RpathArg::Keep => ExternalRpath::Keep,
+                RpathArg::Drop => ExternalRpath::Drop,
+                RpathArg::Error => ExternalRpath::Error,
+            },
+            vendor_libs: a.vendor_libs,
+            bundle_python: a.bundle_python,
+        }
+    }
 }
 
 pub fn run(args: Args) -> Result<i32> {
@@ -41,16 +81,16 @@ pub fn run(args: Args) -> Result<i32> {
         dry_run: args.dry_run,
         no_collect: args.no_collect,
         python: args.python,
-        native: args.native,
+        native: args.native.into(),
         state: args
             .state
             .iter()
-            .map(|s| crate::state::parse_option(s))
+            .map(|s| bbrun_map::state::parse_option(s))
             .collect::<Result<_>>()?,
         not_state: args
             .not_state
             .iter()
-            .map(|s| crate::state::check_path(s, "--not-state"))
+            .map(|s| bbrun_map::state::check_path(s, "--not-state"))
             .collect::<Result<_>>()?,
     };
     let report = freeze::freeze(&args.root, &opts)?;
@@ -112,8 +152,8 @@ fn print_report(r: &FreezeReport) {
     }
 }
 
-fn action_text(a: crate::map::Action) -> &'static str {
-    use crate::map::Action::*;
+fn action_text(a: bbrun_map::map::Action) -> &'static str {
+    use bbrun_map::map::Action::*;
     match a {
         MappedAtRunTime => "mapped at run time by the shim",
         RewriteOnRelocate => "rewritten by bbrun install/relocate",

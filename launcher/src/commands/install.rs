@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::install;
+use bbrun_ship::install;
 
 /// Archives smaller than this install too fast for a progress bar to help.
 const PROGRESS_MIN_BYTES: u64 = 32 << 20;
@@ -47,7 +47,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<i32> {
     let launcher = match args.launcher {
-        Some(p) => crate::fsutil::absolute_lexical(&p)?,
+        Some(p) => bbrun_util::fsutil::absolute_lexical(&p)?,
         None => std::env::current_exe().context("cannot locate the running bbrun")?,
     };
     let size = std::fs::metadata(&args.archive)
@@ -118,7 +118,7 @@ pub fn run(args: Args) -> Result<i32> {
 }
 
 /// What an upgrade or a rollback carried over from the replaced tree.
-pub fn print_kept(k: &crate::upgrade::Moved) {
+pub fn print_kept(k: &bbrun_ship::upgrade::Moved) {
     for p in &k.state {
         println!("  application state kept: {p}");
     }

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
-use crate::retarget;
-use crate::tree::FrozenTree;
+use bbrun_run::tree::FrozenTree;
+use bbrun_ship::retarget;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -19,7 +19,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<i32> {
-    let root = crate::fsutil::absolute_lexical(&args.root)?;
+    let root = bbrun_util::fsutil::absolute_lexical(&args.root)?;
     // Fails with a clear message when ROOT is not a frozen tree.
     FrozenTree::open(&root)?;
     let here = root.display();

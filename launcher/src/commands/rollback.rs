@@ -18,7 +18,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<i32> {
-    let report = crate::upgrade::rollback(&args.dest, args.force)?;
+    let report = bbrun_ship::rollback::rollback(&args.dest, args.force)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
-use crate::launch;
+use bbrun_run::launch;
+use bbrun_ship::LAUNCH_HOOKS;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -20,7 +21,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<i32> {
-    let plan = launch::plan(&args.script, &args.args)?;
+    let plan = launch::plan(&args.script, &args.args, &LAUNCH_HOOKS)?;
     if args.print {
         for (k, v) in &plan.env {
             println!(
@@ -45,7 +46,7 @@ pub fn run(args: Args) -> Result<i32> {
 
 /// The short form, and the shebang form (`#!/usr/bin/env bbrun`).
 pub fn run_script(script: PathBuf, args: Vec<OsString>) -> Result<i32> {
-    launch_or_buildout(launch::plan(&script, &args)?, &script, &args)
+    launch_or_buildout(launch::plan(&script, &args, &LAUNCH_HOOKS)?, &script, &args)
 }
 
 /// Exec the script, unless it is a buildout run that may change the tree
@@ -53,8 +54,8 @@ pub fn run_script(script: PathBuf, args: Vec<OsString>) -> Result<i32> {
 /// half-changed by a killed buildout run is put back first.
 fn launch_or_buildout(plan: launch::LaunchPlan, script: &Path, args: &[OsString]) -> Result<i32> {
     if plan.buildout {
-        return crate::buildout::run_planned(plan, script, args);
+        return bbrun_buildout::run_planned(plan, script, args);
     }
-    crate::buildout::repair_before_launch(&plan.root)?;
+    bbrun_buildout::repair_before_launch(&plan.root)?;
     launch::exec(plan)
 }

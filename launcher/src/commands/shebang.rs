@@ -1,12 +1,12 @@
 //! `bbrun shebang ROOT`: point each script's first line at the launcher (or
 //! back at its original interpreter with `--restore`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
-use crate::shebang::{self, LineChange};
-use crate::tree::FrozenTree;
+use bbrun_run::shebang;
+use bbrun_run::tree::FrozenTree;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -32,7 +32,7 @@ pub struct Args {
 pub fn run(args: Args) -> Result<i32> {
     let tree = FrozenTree::open(&args.root)?;
     if !args.dry_run {
-        crate::debris::sweep(&tree.root)?;
+        bbrun_run::debris::sweep(&tree.root)?;
     }
     let launcher = if args.env || args.restore {
         None
@@ -42,7 +42,7 @@ pub fn run(args: Args) -> Result<i32> {
             None => std::env::current_exe().context("cannot locate the running bbrun")?,
         })
     };
-    let changes = apply(&tree, launcher.as_deref(), args.restore, args.dry_run)?;
+    let changes = shebang::apply(&tree, launcher.as_deref(), args.restore, args.dry_run)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&changes)?);
     } else {
@@ -59,31 +59,4 @@ pub fn run(args: Args) -> Result<i32> {
         }
     }
     Ok(0)
-}
-
-/// Rewrite line 1 of every script the map records.
-pub fn apply(
-    tree: &FrozenTree,
-    launcher: Option<&Path>,
-    restore: bool,
-    dry_run: bool,
-) -> Result<Vec<LineChange>> {
-    let line = shebang::launcher_line(launcher);
-    let mut changes = Vec::new();
-    for script in &tree.map.scripts {
-        let path = tree.root.join(&script.path);
-        if !path.exists() {
-            bail!(
-                "{}: recorded in the map but missing; run `bbrun freeze` again",
-                path.display()
-            );
-        }
-        let new_line = if restore {
-            script.shebang.as_str()
-        } else {
-            line.as_str()
-        };
-        changes.push(shebang::set_first_line(&path, new_line, dry_run)?);
-    }
-    Ok(changes)
 }

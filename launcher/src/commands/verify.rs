@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
-use crate::verify;
+use bbrun_ship::verify;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -18,7 +18,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<i32> {
-    let root = crate::fsutil::absolute_lexical(&args.root)?;
+    let root = bbrun_util::fsutil::absolute_lexical(&args.root)?;
     let report = verify::verify_tree(&root)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -1,0 +1,350 @@
+//! Finding a Python interpreter compatible with the one a tree was built
+//! with.
+//!
+//! Compatibility is judged on what a built tree depends on: implementation,
+//! `major.minor`, the extension ABI tag (SOABI) and the platform. Asking an
+//! interpreter costs a process start (~15 ms), too much before every script,
+//! so answers are cached per user, keyed by the binary's identity (device,
+//! inode, size, mtime): a replaced interpreter is asked again.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use bbrun_map::map::Interpreter;
+use bbrun_util::fsutil;
+
+/// What an interpreter says about itself.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Probe {
+    pub implementation: String,
+    pub version: String,
+    pub major_minor: String,
+    pub cache_tag: String,
+    pub soabi: String,
+    pub platform: String,
+    /// `sys._base_executable`: the real binary behind a venv's python.
+    pub base_executable: String,
+}
+
+/// The probe program; `-S -E -s` keep site and the environment out so the
+/// answer describes the binary, not the current venv or PYTHONPATH.
+const PROBE_CODE: &str = "import sys, sysconfig, json; print(json.dumps({\
+'implementation': sys.implementation.name, \
+'version': '%d.%d.%d' % sys.version_info[:3], \
+'major_minor': '%d.%d' % sys.version_info[:2], \
+'cache_tag': sys.implementation.cache_tag or '', \
+'soabi': sysconfig.get_config_var('SOABI') or '', \
+'platform': sysconfig.get_platform(), \
+'base_executable': getattr(sys, '_base_executable', sys.executable)}))";
+
+/// Run `python` and ask it what it is (uncached).
+pub fn probe_uncached(python: &Path) -> Result<Probe> {
+    let out = Command::new(python)
+        .args(["-S", "-E", "-s", "-c", PROBE_CODE])
+        .env_remove("PYTHONPATH")
+        .env_remove("PYTHONHOME")
+        .output()
+        .with_context(|| format!("{}: cannot run", python.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{}: does not run as a Python interpreter ({})",
+            python.display(),
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("no output")
+        );
+    }
+    serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
+            "{}: unexpected answer to the interpreter probe",
+            python.display()
+        )
+    })
+}
+
+/// Why a candidate was not used; collected into the final error.
+#[derive(Debug)]
+pub struct Rejection {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+/// Compare a probe with what the tree needs; `None` when compatible.
+pub fn incompatibility(want: &Interpreter, got: &Probe) -> Option<String> {
+    if got.implementation != want.implementation {
+        return Some(format!(
+            "is {}, not {}",
+            got.implementation, want.implementation
+        ));
+    }
+    if got.major_minor != want.major_minor {
+        return Some(format!(
+            "is {} {}, need {}",
+            got.implementation, got.version, want.major_minor
+        ));
+    }
+    if !want.soabi.is_empty() && !got.soabi.is_empty() && got.soabi != want.soabi {
+        return Some(format!("ABI {} differs from {}", got.soabi, want.soabi));
+    }
+    if got.platform != want.platform {
+        return Some(format!(
+            "platform {} differs from {}",
+            got.platform, want.platform
+        ));
+    }
+    None
+}
+
+/// Per-user cache of probes, a small JSON file.
+pub struct ProbeCache {
+    path: Option<PathBuf>,
+    entries: BTreeMap<String, CachedProbe>,
+    dirty: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CachedProbe {
+    identity: (u64, u64, u64, i64, i64),
+    probe: Probe,
+}
+
+impl ProbeCache {
+    /// The safe per-user cache directory (see [`crate::safedir`]); none
+    /// when no candidate is safe, which only costs speed here.
+    pub fn default_location() -> Option<PathBuf> {
+        crate::safedir::cache_dir().ok()
+    }
+
+    pub fn load() -> ProbeCache {
+        let path = Self::default_location().map(|d| d.join("interpreters.json"));
+        let entries = path
+            .as_ref()
+            .and_then(|p| std::fs::read(p).ok())
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        ProbeCache {
+            path,
+            entries,
+            dirty: false,
+        }
+    }
+
+    /// Probe `python`, from the cache when its binary is unchanged.
+    pub fn probe(&mut self, python: &Path) -> Result<Probe> {
+        let real = std::fs::canonicalize(python)
+            .with_context(|| format!("{}: not found", python.display()))?;
+        let meta =
+            std::fs::metadata(&real).with_context(|| format!("{}: cannot stat", real.display()))?;
+        let identity = (
+            meta.dev(),
+            meta.ino(),
+            meta.size(),
+            meta.mtime(),
+            meta.mtime_nsec(),
+        );
+        let key = real.to_string_lossy().into_owned();
+        if let Some(hit) = self.entries.get(&key) {
+            if hit.identity == identity {
+                return Ok(hit.probe.clone());
+            }
+        }
+        let probe = probe_uncached(python)?;
+        self.entries.insert(
+            key,
+            CachedProbe {
+                identity,
+                probe: probe.clone(),
+            },
+        );
+        self.dirty = true;
+        Ok(probe)
+    }
+
+    /// Save new answers. A cache that cannot be written only costs speed.
+    pub fn save(&self) {
+        let (Some(path), true) = (&self.path, self.dirty) else {
+            return;
+        };
+        if let Ok(bytes) = serde_json::to_vec(&self.entries) {
+            let _ = fsutil::atomic_write(path, &bytes, 0o644);
+        }
+        if let Some(dir) = path.parent() {
+            crate::debris::sweep_dir(dir);
+        }
+    }
+}
+
+/// The places to look, in order: `$BBRUN_PYTHON`, the bundled interpreter,
+/// the original path, interpreters in the tree, map-listed candidates, then
+/// `pythonX.Y`, `python3`, `python` on `PATH`.
+pub fn candidates(root: &Path, want: &Interpreter) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Some(p) = std::env::var_os("BBRUN_PYTHON").filter(|p| !p.is_empty()) {
+        // An explicit choice is the only candidate: silently falling back
+        // would hide the user's mistake.
+        return vec![PathBuf::from(p)];
+    }
+    if let Some(b) = &want.bundled {
+        out.push(root.join(b));
+    }
+    out.push(PathBuf::from(&want.path));
+    for name in [
+        format!("python{}", want.major_minor),
+        "python3".into(),
+        "python".into(),
+    ] {
+        out.push(root.join("bin").join(&name));
+    }
+    out.extend(want.candidates.iter().map(PathBuf::from));
+    if let Some(path) = std::env::var_os("PATH") {
+        for name in [
+            format!("python{}", want.major_minor),
+            "python3".into(),
+            "python".into(),
+        ] {
+            for dir in std::env::split_paths(&path) {
+                out.push(dir.join(&name));
+            }
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|p| seen.insert(p.clone()));
+    out
+}
+
+/// Pick the first compatible interpreter, or fail with one line naming
+/// what was looked for and where.
+pub fn find_compatible(root: &Path, want: &Interpreter, cache: &mut ProbeCache) -> Result<PathBuf> {
+    let mut rejected: Vec<Rejection> = Vec::new();
+    for cand in candidates(root, want) {
+        if !is_executable_binary(&cand) {
+            if cand.exists() {
+                rejected.push(Rejection {
+                    path: cand,
+                    reason: "not an executable binary".into(),
+                });
+            }
+            continue;
+        }
+        match cache.probe(&cand) {
+            Ok(probe) => match incompatibility(want, &probe) {
+                None => return Ok(cand),
+                Some(reason) => rejected.push(Rejection { path: cand, reason }),
+            },
+            Err(e) => rejected.push(Rejection {
+                path: cand,
+                reason: format!("{e:#}"),
+            }),
+        }
+    }
+    let looked = if rejected.is_empty() {
+        format!(
+            "none of {} (original), the tree's bin/, the map's candidates or PATH exists",
+            want.path
+        )
+    } else {
+        rejected
+            .iter()
+            .map(|r| format!("{} {}", r.path.display(), r.reason))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    bail!(
+        "no compatible Python found: need {} {} (ABI {}, {}); looked at: {looked}; install one or set BBRUN_PYTHON",
+        want.implementation,
+        want.major_minor,
+        if want.soabi.is_empty() { "any" } else { &want.soabi },
+        want.platform
+    )
+}
+
+/// A real binary (ELF), not a script: `bin/python` in a buildout may be an
+/// interpreter *script* that would recurse into the launcher.
+pub fn is_executable_binary(path: &Path) -> bool {
+    use std::io::Read;
+    let Ok(meta) = std::fs::metadata(path) else {
+        return false;
+    };
+    if !meta.is_file() || meta.mode() & 0o111 == 0 {
+        return false;
+    }
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .map(|_| &magic == b"\x7fELF")
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn want() -> Interpreter {
+        Interpreter {
+            path: "/x/python3".into(),
+            implementation: "cpython".into(),
+            version: "3.11.7".into(),
+            major_minor: "3.11".into(),
+            cache_tag: "cpython-311".into(),
+            soabi: "cpython-311-x86_64-linux-gnu".into(),
+            platform: "linux-x86_64".into(),
+            candidates: vec![],
+            bundled: None,
+            site_dirs: None,
+            links: vec![],
+        }
+    }
+
+    fn probe(mm: &str, soabi: &str) -> Probe {
+        Probe {
+            implementation: "cpython".into(),
+            version: format!("{mm}.1"),
+            major_minor: mm.into(),
+            cache_tag: String::new(),
+            soabi: soabi.into(),
+            platform: "linux-x86_64".into(),
+            base_executable: String::new(),
+        }
+    }
+
+    #[test]
+    fn same_minor_same_abi_is_compatible() {
+        assert_eq!(
+            incompatibility(&want(), &probe("3.11", "cpython-311-x86_64-linux-gnu")),
+            None
+        );
+    }
+
+    #[test]
+    fn other_minor_or_abi_is_not() {
+        assert!(
+            incompatibility(&want(), &probe("3.12", "cpython-312-x86_64-linux-gnu"))
+                .unwrap()
+                .contains("need 3.11")
+        );
+        assert!(
+            incompatibility(&want(), &probe("3.11", "cpython-311d-x86_64-linux-gnu"))
+                .unwrap()
+                .contains("ABI")
+        );
+    }
+
+    #[test]
+    fn real_interpreter_probes() {
+        let Some(py) = std::env::split_paths(&std::env::var_os("PATH").unwrap())
+            .map(|d| d.join("python3"))
+            .find(|p| p.exists())
+        else {
+            return;
+        };
+        let p = probe_uncached(&py).unwrap();
+        assert!(p.major_minor.starts_with("3."));
+        assert!(!p.cache_tag.is_empty());
+    }
+}

@@ -1,0 +1,268 @@
+//! The Python-side bootstrap, embedded so the launcher is one file.
+//!
+//! `bbrun freeze` writes the shim into the tree (`.bbrun/shim/`). At launch
+//! the tree's copy is used when it matches this binary's; otherwise (a tree
+//! frozen by another bbrun version, or a read-only tree missing it) a copy
+//! in the per-user cache is used, so the launcher never writes into a tree.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use bbrun_map::map::STATE_DIR;
+use bbrun_util::fsutil;
+
+pub const SHIM_MODULE: &str = include_str!("../../../shim/bbrun_shim.py");
+pub const SITECUSTOMIZE: &str = include_str!("../../../shim/sitecustomize.py");
+pub const INDEX_MODULE: &str = include_str!("../../../shim/bbrun_index.py");
+
+/// The files of the shim directory, by name.
+pub const FILES: [(&str, &str); 3] = [
+    ("bbrun_shim.py", SHIM_MODULE),
+    ("sitecustomize.py", SITECUSTOMIZE),
+    ("bbrun_index.py", INDEX_MODULE),
+];
+
+/// Code the interpreter runs with `-c`. The shim's directory is put on
+/// sys.path explicitly too, so `-E`/`-I` in a shebang (which ignore
+/// PYTHONPATH) still find it.
+pub fn boot_code(shim_dir: &Path) -> String {
+    format!(
+        "import sys; sys.path.insert(0, {}); import bbrun_shim; bbrun_shim.run_main()",
+        python_path_literal(shim_dir)
+    )
+}
+
+/// A Python expression for `path` that keeps every byte: a plain literal
+/// when it is UTF-8, else `os.fsdecode(b'...')` (the surrogate-escaped
+/// string Python itself uses for such a path).
+fn python_path_literal(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    if let Some(s) = path.to_str() {
+        return python_str_literal(s);
+    }
+    let bytes: String = path
+        .as_os_str()
+        .as_bytes()
+        .iter()
+        .map(|b| format!("\\x{b:02x}"))
+        .collect();
+    format!("__import__('os').fsdecode(b'{bytes}')")
+}
+
+/// `ROOT/.bbrun/shim`.
+pub fn tree_dir(root: &Path) -> PathBuf {
+    root.join(STATE_DIR).join("shim")
+}
+
+/// Write the shim into a tree (freeze, install).
+pub fn write_into(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+    // The launcher refuses a state or shim directory others can write; a
+    // umask of 002 must not make freeze produce one.
+    for d in [Some(dir), dir.parent().filter(|p| p.ends_with(STATE_DIR))]
+        .into_iter()
+        .flatten()
+    {
+        drop_group_other_write(d);
+    }
+    for (name, text) in FILES {
+        let path = dir.join(name);
+        if std::fs::read(&path).ok().as_deref() != Some(text.as_bytes()) {
+            fsutil::atomic_write(&path, text.as_bytes(), 0o644)?;
+        }
+    }
+    Ok(())
+}
+
+/// Byte-compile the shim with the tree's interpreter, so no launch pays for
+/// compiling it (a read-only tree, or PYTHONDONTWRITEBYTECODE, would make
+/// every launch do so). Checked-hash pycs stay valid when an archive or a
+/// copy changes mtimes, and are rejected if the source changes. Best
+/// effort: without it the shim still works, only slower.
+pub fn precompile(dir: &Path, python: &Path) -> bool {
+    let code = "import py_compile, sys\n\
+for f in sys.argv[1:]:\n    \
+py_compile.compile(f, doraise=True, invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)";
+    let mut cmd = std::process::Command::new(python);
+    cmd.args(["-S", "-E", "-s", "-c", code]);
+    for (name, _) in FILES {
+        cmd.arg(dir.join(name));
+    }
+    let ok = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    // The launcher refuses shim bytecode others could write (a umask of
+    // 002 would make it group-writable); take those bits away.
+    let pycache = dir.join("__pycache__");
+    let paths = std::fs::read_dir(&pycache)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .chain([pycache.clone()]);
+    for p in paths {
+        drop_group_other_write(&p);
+    }
+    ok
+}
+
+/// `chmod go-w`, best effort; symlinks are left alone.
+fn drop_group_other_write(p: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(m) = std::fs::symlink_metadata(p) {
+        let mode = m.permissions().mode() & 0o7777;
+        if !m.file_type().is_symlink() && mode & 0o022 != 0 {
+            let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode & !0o022));
+        }
+    }
+}
+
+/// A directory holding this binary's shim: the tree's own when it is
+/// current, else a per-user cache copy named by content hash.
+pub fn ensure_dir(root: &Path) -> Result<PathBuf> {
+    let tree = tree_dir(root);
+    if is_current(&tree) {
+        return Ok(tree);
+    }
+    // Code is loaded from here, often as root: only a directory that
+    // nobody else can write (see safedir) will do.
+    let base = crate::safedir::cache_dir().with_context(|| {
+        format!(
+            "{}: shim is missing or from another bbrun version and no safe cache directory holds a copy",
+            tree.display()
+        )
+    })?;
+    let dir = base.join(format!("shim-{:016x}", content_hash()));
+    crate::safedir::ensure(&dir)?;
+    if !is_current(&dir) {
+        crate::debris::sweep_dir(&dir);
+        write_into(&dir).with_context(|| {
+            format!(
+                "{}: shim is missing or from another bbrun version and the cache copy cannot be written; set BBRUN_CACHE_DIR to a writable directory owned by you",
+                tree.display()
+            )
+        })?;
+    }
+    Ok(dir)
+}
+
+fn is_current(dir: &Path) -> bool {
+    FILES.iter().all(|(name, text)| {
+        let path = dir.join(name);
+        // Size first: a stat is cheaper than a read for the common mismatch.
+        std::fs::metadata(&path)
+            .map(|m| m.len() as usize == text.len())
+            .unwrap_or(false)
+            && std::fs::read(&path)
+                .map(|b| b == text.as_bytes())
+                .unwrap_or(false)
+    })
+}
+
+/// FNV-1a over the shim files: cheap, and only has to tell versions apart.
+fn content_hash() -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for (_, text) in FILES {
+        for b in text.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x100000001b3);
+        }
+    }
+    h
+}
+
+/// A Python string literal for `s` (repr-style, always single-quoted).
+pub fn python_str_literal(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('\'');
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("\\'"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literal_escapes_quotes_and_backslashes() {
+        assert_eq!(python_str_literal("a'b\\c"), "'a\\'b\\\\c'");
+    }
+
+    #[test]
+    fn precompiles_with_a_real_interpreter() {
+        let d = tempfile::tempdir().unwrap();
+        write_into(d.path()).unwrap();
+        let Some(py) = std::env::split_paths(&std::env::var_os("PATH").unwrap())
+            .map(|p| p.join("python3"))
+            .find(|p| p.exists())
+        else {
+            return;
+        };
+        assert!(precompile(d.path(), &py));
+        let cache: Vec<_> = std::fs::read_dir(d.path().join("__pycache__"))
+            .unwrap()
+            .collect();
+        assert_eq!(cache.len(), FILES.len());
+    }
+
+    #[test]
+    fn written_under_umask_002_stays_trusted() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        // As a umask of 002 leaves them (without changing the process-wide
+        // umask under other tests).
+        let shim = d.path().join(STATE_DIR).join("shim");
+        std::fs::create_dir_all(&shim).unwrap();
+        for p in [d.path().join(STATE_DIR), shim.clone()] {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o775)).unwrap();
+        }
+        write_into(&shim).unwrap();
+        for p in [
+            d.path().join(STATE_DIR),
+            d.path().join(STATE_DIR).join("shim"),
+        ] {
+            let mode = std::fs::metadata(&p).unwrap().permissions().mode();
+            assert_eq!(mode & 0o022, 0, "{}", p.display());
+        }
+    }
+
+    #[test]
+    fn write_then_current() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(!is_current(d.path()));
+        write_into(d.path()).unwrap();
+        assert!(is_current(d.path()));
+        std::fs::write(d.path().join("bbrun_shim.py"), "x").unwrap();
+        assert!(!is_current(d.path()));
+    }
+}
+
+#[cfg(test)]
+mod path_literal_tests {
+    use super::*;
+    use std::os::unix::ffi::OsStrExt;
+
+    #[test]
+    fn non_utf8_path_survives_as_fsdecode_of_bytes() {
+        let p = Path::new(std::ffi::OsStr::from_bytes(b"/t/caf\xe9"));
+        assert_eq!(
+            python_path_literal(p),
+            "__import__('os').fsdecode(b'\\x2f\\x74\\x2f\\x63\\x61\\x66\\xe9')"
+        );
+        assert_eq!(python_path_literal(Path::new("/t/a'b")), "'/t/a\\'b'");
+    }
+}
