@@ -3,7 +3,8 @@
 //! build side (freeze) and the run side (the launcher), so it depends on
 //! neither.
 //!
-//! [`map`] is the map and inventory on disk; [`map_check`] refuses a map
+//! [`schema`] holds the map's and inventory's types, [`map`] reads and
+//! writes them; [`map_check`] refuses a map
 //! that could make the launcher read outside its tree; [`state`] is the
 //! map's `[state]` table (which paths hold application data);
 //! [`relocate`] is what the map means at a new root: the prefix pairs the
@@ -12,4 +13,5 @@
 pub mod map;
 pub mod map_check;
 pub mod relocate;
+pub mod schema;
 pub mod state;

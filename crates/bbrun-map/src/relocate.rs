@@ -8,7 +8,7 @@
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use crate::map::{RelocationMap, RootPath};
+use crate::schema::{RelocationMap, RootPath};
 use bbrun_util::fsutil;
 
 /// One old path prefix and what it becomes, as bytes: a destination need
