@@ -120,6 +120,11 @@ def test_copy_beside_a_running_original_writes_only_its_own_var(app, bbrun, tmp_
     try:
         first = json.loads(serving.stdout.readline())
         assert first["data"] == str(p / "var" / "data.txt")
+        # The writer prints before it takes its lock file: copy once the
+        # original holds it, as a copy of a running tree would.
+        deadline = time.monotonic() + 20
+        while not (p / "var" / "app.lock").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
         q = copy_tree(p, tmp_path / "q")
         (q / "var" / "data.txt").unlink()
         (q / "var" / "app.lock").unlink()
