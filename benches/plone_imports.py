@@ -12,8 +12,11 @@ and never writes there: `pristine` is copied to target/bench-plone-imports
 bind-mounted at A inside a private mount namespace (plone_imports.sh runs
 this under `unshare -m`): A exists for this process only, only while the
 in-place runs need it, and both variants read the same files.
-The copies keep the index `pristine` was frozen with; the shim is the given
-bbrun's (the launcher uses its own when the tree's differs).
+The copy keeps the index `pristine` was frozen with. Its shim is replaced
+by this checkout's (shim/*.py, byte-compiled as freeze does), so the bbrun
+built from it runs the copy as one it froze itself; any other binary
+(BASELINE) finds the tree's shim foreign and runs a cache copy, which it
+compiles at every launch (a few ms more).
 
 BASELINE=path/to/other/bbrun adds the copy run by that binary, so a
 before/after comparison shares one run. Prints ratios; never asserts.
@@ -32,6 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from support import TARGET  # noqa: E402
 
+ROOT = Path(__file__).resolve().parent.parent
 CACHE = TARGET / "bench-cache" / "plone"
 WORK = TARGET / "bench-plone-imports"
 IMPORT = "import Products.CMFPlone"
@@ -74,6 +78,23 @@ def copy(stamp):
     return WORK / "b"
 
 
+def own_shim(tree):
+    """Put this checkout's shim into `tree`, as `bbrun freeze` writes it."""
+    shim = tree / ".bbrun" / "shim"
+    names = ("bbrun_shim.py", "sitecustomize.py", "bbrun_index.py")
+    for name in names:
+        shutil.copyfile(ROOT / "shim" / name, shim / name)
+    shutil.rmtree(shim / "__pycache__", ignore_errors=True)
+    code = (
+        "import py_compile, sys\n"
+        "for f in sys.argv[1:]:\n"
+        "    py_compile.compile(f, doraise=True, invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)"
+    )
+    subprocess.run([sys.executable, "-S", "-E", "-s", "-c", code] + [str(shim / n) for n in names], check=True)
+    for p in [shim / "__pycache__"] + list((shim / "__pycache__").iterdir()):
+        p.chmod(p.stat().st_mode & ~0o022)
+
+
 def main():
     bbrun = Path(sys.argv[1]).resolve()
     runs = int(sys.argv[2]) if len(sys.argv) > 2 else 10
@@ -81,6 +102,7 @@ def main():
     stamp = (CACHE / "tree.json").read_text()
     info = json.loads(stamp)
     b = copy(stamp)
+    own_shim(b)
     build_root = Path(info["build_root"])
     # Only in this mount namespace: an empty tmpfs over the cache directory
     # holding A's mount point, then A mounted or not as each run needs.
