@@ -8,6 +8,9 @@ its 80-entry sys.path. The scripts are made from bin/instance's first
 line and sys.path block.
 
 Usage: bash benches/imports.sh [RUNS]   (prints ratios; never asserts)
+BASELINE=path/to/other/bbrun adds a column: the moved tree run by that
+binary (with its own shim and the index), e.g. the previous commit's, so a
+before/after comparison shares one run.
 
 The Zope tree (tests/appserver.py, ~80 eggs) is built once under
 target/bench-imports and reused; freeze runs again each time, so the index
@@ -34,9 +37,16 @@ FS_CALLS = ("stat", "lstat", "fstat", "newfstatat", "statx", "open", "openat", "
 
 
 def timed(cmd, env):
+    """(wall, CPU) seconds of `cmd`: CPU time (user + system, from the
+    child's rusage) is printed too, being far less sensitive to other load
+    on a shared machine."""
     t = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
-    return time.perf_counter() - t
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t
+    if status != 0:
+        raise subprocess.CalledProcessError(status, cmd)
+    return wall, usage.ru_utime + usage.ru_stime
 
 
 def syscalls(cmd, env):
@@ -90,25 +100,34 @@ def main():
     env = dict(os.environ)
     env.pop("BBRUN_NO_INDEX", None)
     off = dict(env, BBRUN_NO_INDEX="1")
+    baseline = os.environ.get("BASELINE")
     cases = {
         "Zope import stack": "bin/importstack",
         "sys.path only": "bin/nothing",
     }
     print("imports, Zope 5 buildout, %d interleaved runs each, median wall time" % runs)
-    print("%-20s %10s %12s %12s %9s %9s" % ("case", "in place", "moved+index", "moved-index", "ratio", "no-index"))
+    print("load average: %.2f %.2f %.2f" % os.getloadavg())
+    print("%-20s %10s %12s %12s %9s %9s" % ("case", "in place", "moved+index", "moved-index", "ratio", "no-index")
+          + ("  baseline+index" if baseline else ""))
     for name, script in cases.items():
         variants = {
             "in place": ([python, tree / script], env),
             "index": ([bbrun, moved / script], env),
             "no index": ([bbrun, moved / script], off),
         }
+        if baseline:
+            variants["baseline"] = ([baseline, moved / script], env)
         for cmd, e in variants.values():  # warm caches and the probe cache
             timed(cmd, e)
         samples = {k: [] for k in variants}
+        cpu = {k: [] for k in variants}
         for _ in range(runs):
             for k, (cmd, e) in variants.items():
-                samples[k].append(timed(cmd, e))
+                wall, used = timed(cmd, e)
+                samples[k].append(wall)
+                cpu[k].append(used)
         med = {k: statistics.median(v) * 1000 for k, v in samples.items()}
+        cmed = {k: statistics.median(v) * 1000 for k, v in cpu.items()}
         print(
             "%-20s %8.1fms %10.1fms %10.1fms %8.3fx %8.3fx"
             % (
@@ -119,6 +138,18 @@ def main():
                 med["index"] / med["in place"],
                 med["no index"] / med["in place"],
             )
+            + ("  %6.1fms %6.3fx" % (med["baseline"], med["baseline"] / med["in place"]) if baseline else "")
+        )
+        print(
+            "  CPU time (user+sys) %8.1fms %10.1fms %10.1fms %8.3fx %8.3fx"
+            % (
+                cmed["in place"],
+                cmed["index"],
+                cmed["no index"],
+                cmed["index"] / cmed["in place"],
+                cmed["no index"] / cmed["in place"],
+            )
+            + ("  %6.1fms %6.3fx" % (cmed["baseline"], cmed["baseline"] / cmed["in place"]) if baseline else "")
         )
         if name.startswith("Zope"):
             counts = {k: syscalls(cmd, e) for k, (cmd, e) in variants.items()}

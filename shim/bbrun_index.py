@@ -17,6 +17,24 @@ same file with or without the index. `importlib.invalidate_caches()` turns
 the index off for the rest of the process (code that writes modules at run
 time calls it). BBRUN_NO_INDEX=1 disables it.
 
+Even answered from memory, an import still costs PathFinder one Python
+call per entry of its search path, and buildout scripts put their eggs
+before the standard library: every `import json` walks all of them, every
+`zope.x` walks every egg's zope/ directory. MergedFinder, a meta-path
+finder just before PathFinder, answers from one table per search path
+(sys.path for top-level names; the __path__ of a package spanning several
+directories for its submodules), merged from the index records of the
+path's entries: name -> the first entry holding it as a regular module or
+package. That entry's finder (the object PathFinder would ask, from
+sys.path_importer_cache) is asked for the spec, so the spec is the same.
+Entries that are not indexed are asked live, in their place. A name that is
+only a namespace portion among the indexed entries, or that nothing offers
+as a regular module, is left to PathFinder (None): it then does its full,
+exact search. A table is built at the first import that needs it (a
+process that imports nothing pays nothing) and dropped when sys.path,
+sys.path_hooks or sys.path_importer_cache (the object) change, or when an
+entry's cached finder is not the one the table holds.
+
 Embedded in the bbrun binary beside bbrun_shim.py; cheap to import: the
 index is read at the first lookup of an indexed directory, not before.
 """
@@ -45,6 +63,9 @@ def install(root):
         return
     _root = root.rstrip("/")
     sys.path_hooks.insert(0, _hook)
+    meta = sys.meta_path
+    if MergedFinder not in meta and _ext.PathFinder in meta:
+        meta.insert(meta.index(_ext.PathFinder), MergedFinder)
 
 
 def _load():
@@ -116,13 +137,40 @@ class IndexedFinder(_ext.FileFinder):
     def _sub(self, name):
         """(mtime, [init files]) of subdirectory `name`, or None."""
         if self._sub_map is None:
-            m = {}
-            if self._subs:
-                for item in self._subs.split("/"):
-                    sname, mtime, inits = item.split("\x1f")
-                    m[sname] = (mtime, inits.split(",") if inits else ())
-            self._sub_map = m
+            self._load_subs()
         return self._sub_map.get(name)
+
+    def _load_subs(self):
+        m = {}
+        if self._subs:
+            for item in self._subs.split("/"):
+                sname, mtime, inits = item.split("\x1f")
+                m[sname] = (mtime, inits.split(",") if inits else ())
+        self._sub_map = m
+
+    def _top_names(self):
+        """(regular, portions): the top-level names this directory offers as
+        a module or package, and those it offers only as a namespace
+        portion, by the index (what find_spec would answer, FileFinder's
+        order inside the directory)."""
+        suffixes = frozenset(suffix for suffix, _ in self._loaders)
+        inits = frozenset("__init__" + suffix for suffix in suffixes)
+        regular = set()
+        for fname in self._files:
+            i = fname.find(".")
+            if i > 0 and fname[i:] in suffixes:
+                regular.add(fname[:i])
+        if self._sub_map is None:
+            self._load_subs()
+        portions = []
+        for sname, (_, sub_inits) in self._sub_map.items():
+            if "." in sname:
+                continue
+            if inits.isdisjoint(sub_inits):
+                portions.append(sname)
+            else:
+                regular.add(sname)
+        return regular, [p for p in portions if p not in regular]
 
     def find_spec(self, fullname, target=None):
         if not self._indexed:
@@ -154,3 +202,139 @@ class IndexedFinder(_ext.FileFinder):
 
     def __repr__(self):
         return "IndexedFinder(%r)" % (self.path,)
+
+
+_MISSING = object()
+
+
+class _Table:
+    """One search path (sys.path, or a namespace package's __path__) merged
+    into one dict, built from the index records of its entries."""
+
+    __slots__ = ("names", "live", "first_live")
+
+    def __init__(self, entries):
+        # {name: [regular item or None, namespace-portion items before it...]}
+        # an item: (position in the path, entry, its IndexedFinder)
+        self.names = names = {}
+        # Entries that are not indexed, asked live in their place:
+        # (position, entry, None).
+        self.live = []
+        get = _ext.PathFinder._path_importer_cache
+        prefix = _root + "/"
+        for pos, entry in enumerate(entries):
+            if not isinstance(entry, (str, bytes)):
+                continue  # PathFinder skips it too
+            finder = None
+            if isinstance(entry, str) and entry.startswith(prefix):
+                finder = get(entry)  # what PathFinder would do: hooks, cached
+                if type(finder) is not IndexedFinder or not finder._indexed:
+                    finder = None
+            if finder is None:
+                self.live.append((pos, entry, None))
+                continue
+            item = (pos, entry, finder)
+            regular, portions = finder._top_names()
+            for name in regular:
+                rec = names.get(name)
+                if rec is None:
+                    names[name] = [item]
+                elif rec[0] is None:
+                    rec[0] = item
+            for name in portions:
+                rec = names.get(name)
+                if rec is None:
+                    names[name] = [None, item]
+                elif rec[0] is None:
+                    rec.append(item)
+        self.first_live = self.live[0][0] if self.live else len(entries)
+
+    def find_spec(self, fullname, tail, target, cache):
+        """The spec PathFinder would return, or None when only PathFinder
+        can tell (namespace portions, nothing found, a changed entry)."""
+        rec = self.names.get(tail)
+        if rec is None:
+            items = self.live  # in no indexed entry: only the others can have it
+        else:
+            regular = rec[0]
+            if regular is None:
+                return None  # namespace portions only: PathFinder's full search
+            if len(rec) == 1 and regular[0] < self.first_live:
+                items = rec
+            else:
+                items = sorted(rec[1:] + [i for i in self.live if i[0] < regular[0]])
+                items.append(regular)
+        for _, entry, finder in items:
+            if finder is None:
+                found = _ext.PathFinder._path_importer_cache(entry)
+                if found is None:
+                    continue
+            else:
+                found = cache.get(entry, _MISSING)
+                if found is not finder:
+                    # Someone replaced the entry's finder: start over.
+                    MergedFinder._reset()
+                    return None
+            spec = found.find_spec(fullname, target)
+            if spec is not None and spec.loader is not None:
+                return spec
+        # Nothing regular where the table said, or a namespace portion, or
+        # nothing at all: PathFinder decides.
+        return None
+
+
+class MergedFinder:
+    """Imports from one table per search path (see the module docstring):
+    sys.path for top-level names, and the __path__ of every package that
+    spans several directories (a namespace package: zope, plone, Products)
+    for its submodules. Only ever answers what PathFinder would; anything it
+    cannot vouch for it leaves to PathFinder by returning None."""
+
+    _off = False
+    _hooks = None  # sys.path_hooks (a copy) the tables were built with
+    _cache = None  # the sys.path_importer_cache they were built with
+    _top = None  # the _Table of sys.path
+    _top_path = None  # the sys.path (a copy) it was built from
+    _nested = {}  # {tuple(package __path__): _Table}
+
+    @classmethod
+    def _reset(cls):
+        cls._hooks = list(sys.path_hooks)
+        cls._cache = sys.path_importer_cache
+        cls._top = cls._top_path = None
+        cls._nested = {}
+
+    @classmethod
+    def find_spec(cls, fullname, path=None, target=None):
+        if cls._off:
+            return None
+        if sys.path_hooks != cls._hooks or sys.path_importer_cache is not cls._cache:
+            cls._reset()
+        if path is None:
+            table = cls._top
+            if table is None or sys.path != cls._top_path:
+                if not isinstance(sys.path, list):
+                    return None
+                cls._top_path = snapshot = list(sys.path)
+                table = cls._top = _Table(snapshot)
+            return table.find_spec(fullname, fullname, target, cls._cache)
+        if type(path) is list and len(path) < 2:
+            return None  # one directory: PathFinder asks one finder anyway
+        try:
+            key = tuple(path)
+        except TypeError:
+            return None
+        if len(key) < 2:
+            return None
+        table = cls._nested.get(key)
+        if table is None:
+            table = cls._nested[key] = _Table(key)
+        return table.find_spec(fullname, fullname.rpartition(".")[2], target, cls._cache)
+
+    @classmethod
+    def invalidate_caches(cls):
+        # importlib.invalidate_caches(): modules may have been written; the
+        # indexed finders turn themselves off too.
+        cls._off = True
+        cls._top = cls._top_path = None
+        cls._nested = {}

@@ -51,7 +51,63 @@ for name in sorted(names):
                 full = name + "." + sub
                 specs[full] = describe(importlib.util.find_spec(full))
 finders = {e: type(sys.path_importer_cache.get(e)).__name__ for e in sys.path}
-print(json.dumps({"specs": specs, "finders": finders}))
+PATH_LOADERS = ("SourceFileLoader", "SourcelessFileLoader", "ExtensionFileLoader", "NamespaceLoader", "NoneType")
+# What the merged meta-path finder itself answers for each top-level name
+# (None: it left the name to PathFinder), for the names the path search
+# serves (not builtins, frozen modules, setuptools' distutils shim).
+merged = [f for f in sys.meta_path if type(f).__name__ == "type" and f.__name__ == "MergedFinder"]
+answered = {}
+if merged:
+    for name in sorted(n for n in specs if "." not in n):
+        if specs[name] is None or specs[name][2] in PATH_LOADERS:
+            answered[name] = describe(merged[0].find_spec(name))
+print(json.dumps({"specs": specs, "finders": finders, "merged": answered}))
+"""
+
+# The merged finder under run-time changes, in one process: a name written
+# into an indexed directory after the table was built, sys.path changed
+# (an entry put first that shadows an egg's package, one appended, one
+# removed), a new module in a directory that is searched live.
+RUNTIME_PROBE = r"""
+import importlib, importlib.util, json, os, sys
+
+def origin(name):
+    spec = importlib.util.find_spec(name)
+    return None if spec is None else spec.origin
+
+out = {}
+# `import json` above went through the merged finder: its table is built.
+egg = os.path.dirname(os.path.dirname(origin("BTrees")))
+out["json"] = origin("json")
+out["zope"] = origin("zope")
+extra = os.path.join(os.path.dirname(os.path.abspath(sys.argv[0])), "extra")
+os.mkdir(extra)
+for name in ("BTrees.py", "only_here.py"):
+    with open(os.path.join(extra, name), "w") as f:
+        f.write("")
+sys.path.insert(0, extra)
+out["shadowed"] = origin("BTrees")
+out["only_here first"] = origin("only_here")
+sys.path.remove(extra)
+out["unshadowed"] = origin("BTrees")
+out["only_here gone"] = origin("only_here")
+sys.path.append(extra)
+out["only_here appended"] = origin("only_here")
+out["BTrees appended"] = origin("BTrees")
+# Written into a directory searched live after it was searched.
+with open(os.path.join(extra, "written_live.py"), "w") as f:
+    f.write("")
+out["written live"] = origin("written_live")
+# Written into an indexed egg after the table was built: found once the
+# program says so (importlib.invalidate_caches(), as Python asks).
+with open(os.path.join(egg, "written_late.py"), "w") as f:
+    f.write("")
+importlib.invalidate_caches()
+out["written late"] = origin("written_late")
+out["json after"] = origin("json")
+merged = [f for f in sys.meta_path if getattr(f, "__name__", "") == "MergedFinder"]
+print(json.dumps(out))
+print(json.dumps({"merged": bool(merged), "off after invalidate_caches": bool(merged and merged[0]._off)}))
 """
 
 
@@ -79,10 +135,22 @@ def assert_same_specs(root, with_index, without):
     eggs = egg_entries(root, with_index["finders"])
     assert eggs and all(with_index["finders"][e] == "IndexedFinder" for e in eggs)
     assert "IndexedFinder" not in without["finders"].values()
+    assert not without["merged"]
     assert len(with_index["specs"]) > 50
     diff = {k: (v, without["specs"].get(k)) for k, v in with_index["specs"].items() if without["specs"].get(k) != v}
     assert not diff
     assert with_index["specs"] == without["specs"]
+    # What the merged finder answers is what the full search finds, and it
+    # answers the bulk: eggs' packages and the standard library after them.
+    merged = with_index["merged"]
+    assert merged
+    wrong = {k: (v, without["specs"][k]) for k, v in merged.items() if v is not None and v != without["specs"][k]}
+    assert not wrong
+    assert merged["json"] and merged["json"] == without["specs"]["json"]
+    assert merged["BTrees"] and merged["BTrees"][0].startswith(str(root) + "/")
+    assert merged["zope"] is None  # a namespace package: left to PathFinder
+    regular = [k for k, v in without["specs"].items() if k in merged and v and v[0]]
+    assert sum(merged[k] is not None for k in regular) > 0.9 * len(regular)
 
 
 def egg_entries(root, finders):
@@ -105,6 +173,38 @@ def test_same_specs_with_and_without_index(moved, bbrun, tmp_path):
     assert_same_specs(moved, with_index, without)
     for name in ("BTrees", "zope.interface", "demoapp"):
         assert with_index["specs"][name][0].startswith(str(moved) + "/"), name
+
+
+def test_merged_finder_follows_run_time_changes(moved, bbrun, tmp_path):
+    """sys.path changed at run time, modules written after the table was
+    built: the same answers with the merged table as without the index."""
+    script = tmp_path / "runtime_probe.py"
+    script.write_text(RUNTIME_PROBE)
+    results = []
+    env = dict(os.environ)
+    for no_index in ("", "1"):
+        shutil.rmtree(tmp_path / "extra", ignore_errors=True)
+        for egg in (moved / "eggs").glob("*/BTrees-*"):
+            (egg / "written_late.py").unlink(missing_ok=True)
+        env["BBRUN_NO_INDEX"] = no_index
+        lines = run([bbrun, moved / "bin" / "py", script], env=env).stdout.splitlines()
+        results.append([json.loads(line) for line in lines])
+    (got, finder), (want, no_finder) = results
+    assert finder == {"merged": True, "off after invalidate_caches": True}
+    assert no_finder == {"merged": False, "off after invalidate_caches": False}
+    assert got == want
+    extra = str(tmp_path / "extra")
+    assert got["json"].endswith("/json/__init__.py")
+    assert got["zope"] is None  # a namespace package: no file
+    assert got["shadowed"] == extra + "/BTrees.py"
+    assert got["only_here first"] == extra + "/only_here.py"
+    assert got["unshadowed"].endswith("/BTrees/__init__.py")
+    assert got["only_here gone"] is None
+    assert got["only_here appended"] == extra + "/only_here.py"
+    assert got["BTrees appended"] == got["unshadowed"]
+    assert got["written live"] == extra + "/written_live.py"
+    assert got["written late"].endswith("/written_late.py")
+    assert got["json after"] == got["json"]
 
 
 def test_module_added_after_freeze_is_found(moved, bbrun):

@@ -1,0 +1,160 @@
+"""Import benchmark on the frozen Plone 6 tree (227 eggs, 228 sys.path
+entries): `bin/zopepy -c "import Products.CMFPlone"` in place (the tree at
+its build root A, run directly) against a copy at B run through bbrun with
+the import index (and without it: BBRUN_NO_INDEX=1). Same run,
+interleaved, medians; file-system syscalls counted with `strace -f -c`.
+
+    bash benches/plone_imports.sh [RUNS]      # RUNS default 10
+
+Reads the cached tree of benches/plone_tree.py (target/bench-cache/plone)
+and never writes there: `pristine` is copied to target/bench-plone-imports
+(once per frozen tree), and for the in-place runs that copy is also
+bind-mounted at A inside a private mount namespace (plone_imports.sh runs
+this under `unshare -m`): A exists for this process only, only while the
+in-place runs need it, and both variants read the same files.
+The copy keeps the index `pristine` was frozen with. Its shim is replaced
+by this checkout's (shim/*.py, byte-compiled as freeze does), so the bbrun
+built from it runs the copy as one it froze itself; any other binary
+(BASELINE) finds the tree's shim foreign and runs a cache copy, which it
+compiles at every launch (a few ms more).
+
+BASELINE=path/to/other/bbrun adds the copy run by that binary, so a
+before/after comparison shares one run. Prints ratios; never asserts.
+"""
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from support import TARGET  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = TARGET / "bench-cache" / "plone"
+WORK = TARGET / "bench-plone-imports"
+IMPORT = "import Products.CMFPlone"
+SYSCALLS = ("newfstatat", "statx", "openat", "getdents64")
+
+
+def timed(cmd, env):
+    """(wall, CPU) seconds of `cmd`; CPU time (user + system, the child's
+    rusage) is far less sensitive to other load on a shared machine."""
+    t = time.perf_counter()
+    proc = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.DEVNULL, env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t
+    if status != 0:
+        raise subprocess.CalledProcessError(status, cmd)
+    return wall, usage.ru_utime + usage.ru_stime
+
+
+def syscalls(cmd, env):
+    with tempfile.NamedTemporaryFile("r", suffix=".strace") as out:
+        trace = ["strace", "-f", "-c", "-e", "trace=" + ",".join(SYSCALLS), "-o", out.name]
+        subprocess.run(trace + [str(c) for c in cmd], check=True, stdout=subprocess.DEVNULL, env=env)
+        counts = dict.fromkeys(SYSCALLS, 0)
+        for line in out.read().splitlines():
+            parts = line.split()
+            if parts and parts[-1] in counts and parts[0][0].isdigit():
+                counts[parts[-1]] = int(parts[3])
+    return counts
+
+
+def copy(stamp):
+    """WORK/b: a copy of pristine, made again when pristine changed."""
+    mine = WORK / "tree.json"
+    if mine.exists() and mine.read_text() == stamp:
+        return WORK / "b"
+    shutil.rmtree(WORK, ignore_errors=True)
+    WORK.mkdir(parents=True)
+    subprocess.run(["cp", "-a", str(CACHE / "pristine"), str(WORK / "b")], check=True)
+    mine.write_text(stamp)
+    return WORK / "b"
+
+
+def own_shim(tree):
+    """Put this checkout's shim into `tree`, as `bbrun freeze` writes it."""
+    shim = tree / ".bbrun" / "shim"
+    names = ("bbrun_shim.py", "sitecustomize.py", "bbrun_index.py")
+    for name in names:
+        shutil.copyfile(ROOT / "shim" / name, shim / name)
+    shutil.rmtree(shim / "__pycache__", ignore_errors=True)
+    code = (
+        "import py_compile, sys\n"
+        "for f in sys.argv[1:]:\n"
+        "    py_compile.compile(f, doraise=True, invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)"
+    )
+    subprocess.run([sys.executable, "-S", "-E", "-s", "-c", code] + [str(shim / n) for n in names], check=True)
+    for p in [shim / "__pycache__"] + list((shim / "__pycache__").iterdir()):
+        p.chmod(p.stat().st_mode & ~0o022)
+
+
+def main():
+    bbrun = Path(sys.argv[1]).resolve()
+    runs = int(sys.argv[2]) if len(sys.argv) > 2 else 10
+    baseline = os.environ.get("BASELINE")
+    stamp = (CACHE / "tree.json").read_text()
+    info = json.loads(stamp)
+    b = copy(stamp)
+    own_shim(b)
+    build_root = Path(info["build_root"])
+    # Only in this mount namespace: an empty tmpfs over the cache directory
+    # holding A's mount point, then A mounted or not as each run needs.
+    subprocess.run(["mount", "--make-rprivate", "/"], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "none", str(CACHE)], check=True)
+    build_root.mkdir(parents=True)
+
+    def place(a_there):
+        mounted = os.path.ismount(build_root)
+        if a_there and not mounted:
+            subprocess.run(["mount", "--bind", str(b), str(build_root)], check=True)
+        elif not a_there and mounted:
+            subprocess.run(["umount", str(build_root)], check=True)
+
+    env = dict(os.environ)
+    env.pop("BBRUN_NO_INDEX", None)
+    off = dict(env, BBRUN_NO_INDEX="1")
+    variants = {
+        "A in place, direct": (True, [build_root / "bin" / "zopepy", "-c", IMPORT], env),
+        "B, bbrun + index": (False, [bbrun, b / "bin" / "zopepy", "-c", IMPORT], env),
+        "B, bbrun, no index": (False, [bbrun, b / "bin" / "zopepy", "-c", IMPORT], off),
+    }
+    if baseline:
+        variants["B, baseline + index"] = (False, [baseline, b / "bin" / "zopepy", "-c", IMPORT], env)
+    counts, samples, cpu = {}, {k: [] for k in variants}, {k: [] for k in variants}
+    for k, (a_there, cmd, e) in variants.items():
+        place(a_there)
+        timed(cmd, e)  # warms the caches; a launcher's first run in a new place does more
+    for k, (a_there, cmd, e) in variants.items():
+        place(a_there)
+        counts[k] = syscalls(cmd, e)
+    for _ in range(runs):
+        for k, (a_there, cmd, e) in variants.items():
+            place(a_there)
+            wall, used = timed(cmd, e)
+            samples[k].append(wall)
+            cpu[k].append(used)
+    place(False)
+    base = statistics.median(samples["A in place, direct"])
+    cpu_base = statistics.median(cpu["A in place, direct"])
+    base_calls = sum(counts["A in place, direct"].values())
+    print("`%s`, Plone 6 tree (%d eggs, %d sys.path entries), median of %d interleaved runs"
+          % (IMPORT, info["eggs"], info["sys_path"], runs))
+    print("load average: %.2f %.2f %.2f" % os.getloadavg())
+    print("%-22s %9s %7s %9s %7s %8s  %s" % ("variant", "wall", "ratio", "CPU", "ratio", "fs calls", " ".join(SYSCALLS)))
+    for k, s in samples.items():
+        med, cmed = statistics.median(s), statistics.median(cpu[k])
+        c = counts[k]
+        print("%-22s %7.0fms %6.3fx %7.0fms %6.3fx %7.3fx  %s" % (
+            k, med * 1000, med / base, cmed * 1000, cmed / cpu_base, sum(c.values()) / base_calls,
+            " ".join(str(c[n]) for n in SYSCALLS)))
+
+
+if __name__ == "__main__":
+    main()
