@@ -206,7 +206,16 @@ pub(crate) fn rewrite(data: &[u8], dt: u32, value: Option<&[u8]>) -> Result<Vec<
     write(b)
 }
 
-fn write(b: Builder<'_>) -> Result<Vec<u8>, ElfError> {
+fn write(mut b: Builder<'_>) -> Result<Vec<u8>, ElfError> {
+    // The writer aligns every section's offset with `sh_addralign - 1`:
+    // 0 (which ELF allows, as "none") would underflow, and a value that is
+    // not a power of two (which ELF forbids) would misplace data.
+    for s in b.sections.iter_mut() {
+        s.sh_addralign = s.sh_addralign.max(1);
+        if !s.sh_addralign.is_power_of_two() || s.sh_addralign > MAX_ALIGN {
+            return Err(malformed("section alignment is not a small power of two"));
+        }
+    }
     let mut out = Vec::new();
     b.write(&mut out)
         .map_err(|e| no_room(format!("cannot rebuild: {e}")))?;

@@ -132,3 +132,36 @@ proptest! {
         }
     }
 }
+
+/// Found by the property test above (one run in several): a zeroed byte
+/// in the program's section headers gave a section `sh_addralign` 0
+/// (which ELF allows), and rewriting with a search path too long for the
+/// padding (the file is rebuilt) made object's writer subtract 1 from it.
+#[test]
+fn zero_section_alignment_rebuilt_without_panic() {
+    let mut data = samples()[1].clone();
+    // ELF64 little-endian: e_shoff at 0x28, e_shentsize at 0x3a, e_shnum at
+    // 0x3c; sh_addralign at 0x30 in each section header.
+    let u = |at: usize, n: usize| {
+        data[at..at + n]
+            .iter()
+            .rev()
+            .fold(0usize, |v, &b| (v << 8) | b as usize)
+    };
+    let (shoff, shentsize, shnum) = (u(0x28, 8), u(0x3a, 2), u(0x3c, 2));
+    for i in 1..shnum {
+        let at = shoff + i * shentsize + 0x30;
+        data[at..at + 8].fill(0);
+    }
+    let long = "/x".repeat(3000);
+    for tag in [SearchTag::Rpath, SearchTag::Runpath] {
+        if let Ok(out) = set_search_path(&data, tag, Some(&long)) {
+            let info = parse(&out).expect("a rewritten file must parse");
+            let got = match tag {
+                SearchTag::Rpath => info.rpath,
+                SearchTag::Runpath => info.runpath,
+            };
+            assert_eq!(got.as_deref(), Some(long.as_str()));
+        }
+    }
+}
