@@ -387,3 +387,20 @@ def test_debris_swept_and_never_packed(tree, bbrun, tmp_path):
     assert not debris[2].exists()
     run([bbrun, "freeze", tree])
     assert [d for d in debris if d.exists()] == []
+
+
+def test_report_into_a_closed_pipe_ends_quietly(tree, bbrun, tmp_path):
+    """`bbrun relocate --json ROOT | head -c0`: the reader is gone before
+    bbrun writes. It ends as `cat` would (SIGPIPE), never with a panic;
+    and what it did is done (the tree is relocated)."""
+    moved = tmp_path / "moved"
+    os.rename(tree, moved)
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        proc = subprocess.run([str(bbrun), "relocate", "--json", str(moved)], stdout=w, stderr=subprocess.PIPE, text=True)
+    finally:
+        os.close(w)
+    assert "panicked" not in proc.stderr, proc.stderr
+    assert proc.returncode == -13, (proc.returncode, proc.stderr)
+    assert str(moved) in (moved / ".bbrun" / "map.toml").read_text()

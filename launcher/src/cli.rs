@@ -62,6 +62,9 @@ pub fn main() -> i32 {
         }
     }
     let cli = Cli::parse_from(args);
+    if !matches!(cli.command, Command::Run(_) | Command::Buildout(_)) {
+        stop_quietly_on_closed_stdout();
+    }
     report(match cli.command {
         Command::Freeze(a) => commands::freeze::run(a),
         Command::Run(a) => commands::run::run(a),
@@ -74,6 +77,19 @@ pub fn main() -> i32 {
         Command::Buildout(a) => commands::buildout::run(a),
         Command::Rollback(a) => commands::rollback::run(a),
     })
+}
+
+/// `bbrun verify --json | head`: Rust ignores SIGPIPE, so a write to a
+/// closed pipe fails and `println!` panics. A command that only reports
+/// ends the way `cat` or `tar` do instead: killed by SIGPIPE, silently.
+/// (Not for the commands that run Python: an exec'd interpreter would
+/// inherit the default, and CPython sets up its own handling anyway.)
+fn stop_quietly_on_closed_stdout() {
+    // SAFETY: setting a signal disposition to SIG_DFL installs no handler;
+    // nothing else in the process depends on SIGPIPE being ignored.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }
 
 /// A first argument that is not an option and not a command name is a
