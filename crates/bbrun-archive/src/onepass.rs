@@ -443,10 +443,12 @@ fn anonymous_file() -> std::io::Result<std::fs::File> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn tree(r: &std::path::Path) {
+    /// A small tree with `.bbrun/` entries before the manifest, 300 files
+    /// after it, a symlink and a hardlink.
+    pub(crate) fn tree(r: &std::path::Path) {
         let w = |p: &str, data: &[u8]| {
             let p = r.join(p);
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -464,7 +466,7 @@ mod tests {
         std::fs::hard_link(r.join("lib/p1/m1.py"), r.join("lib/p1/zz.py")).unwrap();
     }
 
-    fn decompress(c: Compression, bytes: &[u8]) -> Vec<u8> {
+    pub(crate) fn decompress(c: Compression, bytes: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         match c {
             Compression::Zstd(_) => {

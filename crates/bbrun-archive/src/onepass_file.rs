@@ -160,27 +160,10 @@ mod tests {
     use super::*;
     use std::io::Read;
 
-    fn tree(r: &std::path::Path, files: usize) {
-        let w = |p: &str, data: &[u8]| {
-            let p = r.join(p);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(&p, data).unwrap();
-        };
-        w(".bbrun/map.toml", b"format = 1\n");
-        w(".bbrun/index/dirs.txt", b"x\n");
-        for i in 0..files {
-            let data: Vec<u8> = (0..(i * 97) % 20000).map(|x| (x * i) as u8).collect();
-            w(&format!("lib/p{}/m{i}.py", i % 7), &data);
-        }
-    }
+    use crate::onepass::tests::{decompress, tree};
 
     fn unzstd(bytes: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        zstd::stream::read::Decoder::new(bytes)
-            .unwrap()
-            .read_to_end(&mut out)
-            .unwrap();
-        out
+        decompress(Compression::Zstd(3), bytes)
     }
 
     fn to_file(set: &PackSet, c: Compression) -> (Vec<u8>, Manifest) {
@@ -201,7 +184,7 @@ mod tests {
     #[test]
     fn same_tar_stream_and_manifest_as_held_in_memory() {
         let d = tempfile::tempdir().unwrap();
-        tree(d.path(), 400);
+        tree(d.path());
         let set = PackSet::from_tree(d.path()).unwrap();
         for c in [Compression::Zstd(3), Compression::Gzip(6)] {
             let (want, want_manifest) = write_with_manifest(&set, c, Vec::new(), &|_| {}).unwrap();
@@ -224,7 +207,7 @@ mod tests {
     #[test]
     fn a_head_larger_than_reserved_moves_the_tail_up() {
         let d = tempfile::tempdir().unwrap();
-        tree(d.path(), 50);
+        tree(d.path());
         let set = PackSet::from_tree(d.path()).unwrap();
         let f = tempfile::tempfile().unwrap();
         let tail = vec![9u8; 3 << 20];

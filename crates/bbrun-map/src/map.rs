@@ -116,38 +116,17 @@ mod tests {
     use std::os::unix::ffi::OsStrExt;
 
     fn sample() -> RelocationMap {
-        RelocationMap {
-            format: FORMAT_VERSION,
-            bbrun_version: "0.1.0".into(),
-            build: BuildRoot {
-                root: "/build/app".into(),
-                root_realpath: "/real/build/app".into(),
-                previous_roots: vec![],
-                files_root: None,
-            },
-            interpreter: Interpreter {
-                path: "/venv/bin/python3".into(),
-                implementation: "cpython".into(),
-                version: "3.11.7".into(),
-                major_minor: "3.11".into(),
-                cache_tag: "cpython-311".into(),
-                soabi: "cpython-311-x86_64-linux-gnu".into(),
-                platform: "linux-x86_64".into(),
-                candidates: vec![],
-                bundled: None,
-                site_dirs: None,
-                links: vec![],
-            },
-            scripts: vec![Script {
-                path: "bin/app".into(),
-                shebang: "#!/venv/bin/python3".into(),
-                options: vec![],
-                body_sha256: "00".into(),
-                buildout: false,
-            }],
-            prefixes: vec![],
-            state: Default::default(),
-        }
+        let mut map = test_map("/build/app");
+        map.build.root_realpath = "/real/build/app".into();
+        map.interpreter.path = "/venv/bin/python3".into();
+        map.scripts = vec![Script {
+            path: "bin/app".into(),
+            shebang: "#!/venv/bin/python3".into(),
+            options: vec![],
+            body_sha256: "00".into(),
+            buildout: false,
+        }];
+        map
     }
 
     #[test]

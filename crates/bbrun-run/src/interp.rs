@@ -286,19 +286,10 @@ mod tests {
     use super::*;
 
     fn want() -> Interpreter {
-        Interpreter {
-            path: "/x/python3".into(),
-            implementation: "cpython".into(),
-            version: "3.11.7".into(),
-            major_minor: "3.11".into(),
-            cache_tag: "cpython-311".into(),
-            soabi: "cpython-311-x86_64-linux-gnu".into(),
-            platform: "linux-x86_64".into(),
-            candidates: vec![],
-            bundled: None,
-            site_dirs: None,
-            links: vec![],
-        }
+        let mut i = bbrun_map::map::test_map("/x").interpreter;
+        i.path = "/x/python3".into();
+        i.version = "3.11.7".into();
+        i
     }
 
     fn probe(mm: &str, soabi: &str) -> Probe {
