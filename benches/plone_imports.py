@@ -29,29 +29,17 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from support import TARGET  # noqa: E402
+from imports import timed  # noqa: E402  (this directory: the Zope import bench)
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = TARGET / "bench-cache" / "plone"
 WORK = TARGET / "bench-plone-imports"
 IMPORT = "import Products.CMFPlone"
 SYSCALLS = ("newfstatat", "statx", "openat", "getdents64")
-
-
-def timed(cmd, env):
-    """(wall, CPU) seconds of `cmd`; CPU time (user + system, the child's
-    rusage) is far less sensitive to other load on a shared machine."""
-    t = time.perf_counter()
-    proc = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.DEVNULL, env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t
-    if status != 0:
-        raise subprocess.CalledProcessError(status, cmd)
-    return wall, usage.ru_utime + usage.ru_stime
 
 
 def syscalls(cmd, env):
