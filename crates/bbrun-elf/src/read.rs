@@ -394,8 +394,17 @@ impl<'a> Layout<'a> {
     }
 }
 
+/// `at` when a header of at most 64 bytes starting there has its fields
+/// at offsets that do not overflow (an untrusted `e_shoff` near 2^64).
+fn header_at(at: u64, what: &'static str) -> Result<u64, ElfError> {
+    at.checked_add(64)
+        .map(|_| at)
+        .ok_or(ElfError::Truncated(what))
+}
+
 fn read_segment(r: &Reader<'_>, at: u64) -> Result<Segment, ElfError> {
     let what = "program header table";
+    let at = header_at(at, what)?;
     Ok(match r.class {
         Class::Elf32 => Segment {
             hdr_off: at,
@@ -422,6 +431,7 @@ fn read_segment(r: &Reader<'_>, at: u64) -> Result<Segment, ElfError> {
 
 fn read_section(r: &Reader<'_>, at: u64) -> Result<Section, ElfError> {
     let what = "section header table";
+    let at = header_at(at, what)?;
     let w = r.word_size();
     // Fields after sh_flags are all address-sized up to sh_link, then
     // sh_link and sh_info are 4 bytes, then sh_addralign, sh_entsize.

@@ -165,3 +165,17 @@ fn zero_section_alignment_rebuilt_without_panic() {
         }
     }
 }
+
+/// Found by cargo-fuzz with debug assertions (elf_patch): `e_shoff` near
+/// 2^64 with `e_shnum` 0 made the read of the first section header (where
+/// the real count would be) overflow its field offsets.
+#[test]
+fn section_header_offset_near_the_top_is_an_error() {
+    let data: [u8; 64] = [
+        127, 69, 76, 70, 2, 1, 1, 0, 0, 0, 1, 0, 0, 2, 0, 0, 3, 0, 62, 0, 1, 0, 0, 0, 176, 35, 0,
+        0, 0, 0, 0, 0, 64, 0, 0, 0, 0, 0, 0, 0, 249, 255, 255, 255, 255, 255, 255, 255, 0, 0, 3, 0,
+        62, 0, 1, 0, 0, 0, 176, 0, 0, 0, 82, 0,
+    ];
+    assert!(parse(&data).is_err());
+    assert!(set_search_path(&data, SearchTag::Runpath, Some("$ORIGIN")).is_err());
+}
