@@ -438,6 +438,12 @@ mod tests {
         assert!(msg.contains("var/Data.fs.lock is locked"), "{msg}");
         assert!(msg.contains("--force"), "{msg}");
         fs::write(r.join("var/app.pid"), format!("{}\n", child.id())).unwrap();
+        // flock forks before its child closes the locked descriptor (-o):
+        // killed in between, that child still holds the lock a moment.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while check_not_running(r, &p).is_err() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         check_not_running(r, &p).unwrap();
         fs::write(r.join("var/app.pid"), "1\n").unwrap();
         let msg = format!("{:#}", check_not_running(r, &p).unwrap_err());
