@@ -174,24 +174,8 @@ impl<'a> Plan<'a> {
     }
 
     /// The head's compressed bytes with `manifest` as the manifest's content.
-    pub(crate) fn compress_head(
-        &self,
-        compression: Compression,
-        manifest: &Manifest,
-    ) -> Result<Vec<u8>> {
-        let mut head_set = PackSet {
-            entries: self.full.entries[..=self.at].to_vec(),
-            mtime: self.full.mtime,
-            skipped_sockets: vec![],
-        };
-        head_set.put_file(MANIFEST_PATH, manifest.to_bytes(), Some(0o644))?;
-        let mut b = tar::Builder::new(Vec::new());
-        tarball::append_entries(&mut b, &head_set, "", &mut |_, e| open_checked(e))?;
-        let mut head_tar = b.into_inner().context("cannot finish the tar stream")?;
-        head_tar.truncate(head_tar.len() - TAR_TRAILER);
-        compress_part(compression, Vec::new(), |w| {
-            w.write_all(&head_tar).context("cannot compress")
-        })
+    fn compress_head(&self, compression: Compression, manifest: &Manifest) -> Result<Vec<u8>> {
+        self.compress_with_manifest(..=self.at, compression, manifest)
     }
 
     /// Every entry of `full`, in order.
@@ -206,8 +190,20 @@ impl<'a> Plan<'a> {
         compression: Compression,
         manifest: &Manifest,
     ) -> Result<Vec<u8>> {
+        self.compress_with_manifest(self.at..=self.at, compression, manifest)
+    }
+
+    /// The entries `range` of `full` (which ends at the manifest), the
+    /// manifest's content being `manifest`, tarred without the end of the
+    /// stream and compressed as one frame.
+    fn compress_with_manifest(
+        &self,
+        range: impl std::slice::SliceIndex<[PackEntry], Output = [PackEntry]>,
+        compression: Compression,
+        manifest: &Manifest,
+    ) -> Result<Vec<u8>> {
         let mut set = PackSet {
-            entries: vec![self.full.entries[self.at].clone()],
+            entries: self.full.entries[range].to_vec(),
             mtime: self.full.mtime,
             skipped_sockets: vec![],
         };
