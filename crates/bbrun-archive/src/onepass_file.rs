@@ -62,7 +62,7 @@ fn write_in_place(
     if !matches!(compression, Compression::Zstd(_)) {
         let mut out = BufWriter::with_capacity(1 << 20, &mut *file);
         let (_, manifest) = write_with_manifest(set, compression, &mut out, progress)?;
-        out.flush().context("cannot write the archive")?;
+        finish(out)?;
         return Ok(manifest);
     }
     let plan = Plan::new(set)?;
