@@ -41,14 +41,14 @@ pub fn validate(map: &RelocationMap, path: &Path) -> Result<()> {
         absolute(field, value, path)?;
     }
     let i = &map.interpreter;
-    no_nul("interpreter.path", &i.path, path)?;
+    no_nul("interpreter.path", i.path.as_bytes(), path)?;
     for c in &i.candidates {
-        no_nul("interpreter.candidates", c, path)?;
+        no_nul("interpreter.candidates", c.as_bytes(), path)?;
     }
     for s in &map.scripts {
         relative_inside("script.path", &s.path, path)?;
         for o in &s.options {
-            no_nul("script.options", o, path)?;
+            no_nul("script.options", o.as_bytes(), path)?;
         }
     }
     for p in &map.prefixes {
@@ -74,8 +74,8 @@ pub fn validate(map: &RelocationMap, path: &Path) -> Result<()> {
     Ok(())
 }
 
-fn no_nul(field: &str, value: &str, path: &Path) -> Result<()> {
-    if value.contains('\0') {
+fn no_nul(field: &str, value: &[u8], path: &Path) -> Result<()> {
+    if value.contains(&0) {
         bail!(
             "{}: {field} holds a NUL byte, which no path can; the map is corrupt or forged, freeze the tree again from its source",
             path.display()
@@ -89,12 +89,7 @@ fn absolute(field: &str, value: &str, path: &Path) -> Result<()> {
 }
 
 fn absolute_bytes(field: &str, value: &[u8], path: &Path) -> Result<()> {
-    if value.contains(&0) {
-        bail!(
-            "{}: {field} holds a NUL byte, which no path can; the map is corrupt or forged, freeze the tree again from its source",
-            path.display()
-        );
-    }
+    no_nul(field, value, path)?;
     if !value.starts_with(b"/") {
         bail!(
             "{}: {field} {} is not an absolute path; the map is corrupt or forged, freeze the tree again from its source",
@@ -108,7 +103,7 @@ fn absolute_bytes(field: &str, value: &[u8], path: &Path) -> Result<()> {
 /// A path relative to the root that stays inside it: not empty, not
 /// absolute, no `..`.
 fn relative_inside(field: &str, value: &str, path: &Path) -> Result<()> {
-    no_nul(field, value, path)?;
+    no_nul(field, value.as_bytes(), path)?;
     let ok = !value.is_empty()
         && Path::new(value)
             .components()
