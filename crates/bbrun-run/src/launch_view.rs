@@ -28,8 +28,8 @@ pub fn in_tree_interpreter(tree: &FrozenTree) -> Option<PathBuf> {
     tree.map
         .old_roots()
         .iter()
-        .find_map(|old| fsutil::relative_inside(want, std::str::from_utf8(old).ok()?))
-        .map(|rel| tree.root.join(rel))
+        .find_map(|old| fsutil::relative_inside_bytes(want.as_bytes(), old))
+        .map(|rel| tree.root.join(std::ffi::OsStr::from_bytes(rel)))
 }
 
 /// A view for `python` when it is a fallback: not the build interpreter,

@@ -207,13 +207,9 @@ pub fn normalize(path: &Path) -> PathBuf {
 
 /// `path` relative to `base` when it lies inside it.
 pub fn relative_inside(path: &str, base: &str) -> Option<String> {
-    let base = base.trim_end_matches('/');
-    if path == base {
-        return Some(String::new());
-    }
-    path.strip_prefix(base)
-        .and_then(|rest| rest.strip_prefix('/'))
-        .map(str::to_string)
+    // The rest of a str after an ASCII `/` is itself valid UTF-8.
+    let rest = relative_inside_bytes(path.as_bytes(), base.as_bytes())?;
+    std::str::from_utf8(rest).ok().map(str::to_string)
 }
 
 /// A file name as text for the names bbrun derives from it (`.DEST.bbrun-prev`,
