@@ -415,6 +415,69 @@ def rewrite_source(src):
     return b"".join(out)
 
 
+# The launched script's code object, cached per user. The first compile()
+# in a process costs ~1 ms before any parsing (CPython builds its ast
+# types on first use), more than the rest of the shim together; a script
+# run in place never pays it, since the interpreter compiles a file
+# without the compile() builtin. So a compiled script is kept in the
+# launcher's per-user cache directory (BBRUN_CODE_CACHE, set only to a
+# directory the launcher checked is the user's own and private), one file
+# per script path and interpreter:
+#   MAGIC_NUMBER, optimize level, source hash, payload hash,
+#   len(filename), filename, marshal(code)
+# Anything that does not match exactly (another source, mapping, path,
+# interpreter or -O level, a torn or foreign file) is compiled afresh.
+_CODE_SALT = 0x6262_7275_6e63_6f64  # "bbruncod"
+
+
+def _script_code(source, filename):
+    """compile(source, filename) for the __main__ script, from the code
+    cache when this exact source was compiled for this path before."""
+    cache = os.environ.get("BBRUN_CODE_CACHE")
+    try:
+        import _imp
+        import marshal
+        from _frozen_importlib_external import MAGIC_NUMBER
+        hashed = _imp.source_hash
+    except (ImportError, AttributeError):
+        cache = None
+    if not cache:
+        return compile(source, filename, "exec", dont_inherit=True)
+    name = os.fsencode(filename)
+    head = MAGIC_NUMBER + bytes([sys.flags.optimize & 0xFF]) + hashed(_CODE_SALT, source)
+    entry = os.path.join(cache, "code-%s.bin" % hashed(_CODE_SALT, head[:5] + name).hex())
+    try:
+        with open(entry, "rb") as f:
+            data = f.read()
+        fixed = len(head) + 12
+        if data[:len(head)] == head and data[fixed:fixed + len(name)] == name \
+                and int.from_bytes(data[len(head) + 8:fixed], "little") == len(name):
+            payload = data[fixed + len(name):]
+            if hashed(_CODE_SALT, payload) == data[len(head):len(head) + 8]:
+                return marshal.loads(payload)
+    except (OSError, ValueError, EOFError, TypeError):
+        pass
+    code = compile(source, filename, "exec", dont_inherit=True)
+    _store_code(entry, head, name, marshal.dumps(code), hashed)
+    return code
+
+
+def _store_code(entry, head, name, payload, hashed):
+    """Write a cache entry atomically (temp file, rename); a cache that
+    cannot be written costs only speed."""
+    tmp = "%s.bbrun-tmp.%d" % (entry, os.getpid())
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        with open(fd, "wb") as f:
+            f.write(head + hashed(_CODE_SALT, payload) + len(name).to_bytes(4, "little") + name + payload)
+        os.replace(tmp, entry)
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+
+
 def _strip_shim_frames(hook):
     """An excepthook that hides the shim's own frames, so a traceback reads
     as if the script had been run in place."""
@@ -448,7 +511,7 @@ def run_main():
     filename = os.path.abspath(script)
     with open(script, "rb") as f:
         source = rewrite_source(f.read())
-    code = compile(source, filename, "exec", dont_inherit=True)
+    code = _script_code(source, filename)
     import builtins
 
     try:

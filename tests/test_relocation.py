@@ -119,6 +119,60 @@ def test_traceback_shows_script_frames_only(moved, bbrun, tmp_path):
     assert '"<string>"' not in proc.stderr
 
 
+# Rewrites a code-cache entry (bbrun_shim._script_code) to hold another
+# code object under the same header, run by the tree's own interpreter.
+PLANT = """
+import _imp, marshal, os
+path = os.environ['PLANT_ENTRY']
+data = open(path, 'rb').read()
+head, name_len = data[:13], int.from_bytes(data[21:25], 'little')
+name = data[25:25 + name_len]
+payload = marshal.dumps(compile("print('from the cache')", name.decode(), 'exec'))
+salt = 0x62627275_6e636f64
+open(path, 'wb').write(head + _imp.source_hash(salt, payload) + data[21:25] + name + payload)
+"""
+
+
+def test_compiled_script_is_reused_for_the_same_source_only(moved, bbrun, tmp_path):
+    # The first compile() in a process costs ~1 ms (CPython builds its ast
+    # types), so the shim keeps a launched script's code in the per-user
+    # cache. An entry must serve exactly the source, path and interpreter
+    # it was compiled from, and be ignored when anything differs.
+    cache = tmp_path / "cache"
+    env = dict(os.environ, BBRUN_CACHE_DIR=str(cache))
+    assert demo(bbrun, moved, env=env)["keys"] == ["a", "b"]
+    entries = list(cache.glob("code-*.bin"))
+    assert len(entries) == 1
+    assert entries[0].stat().st_mode & 0o777 == 0o600
+    assert str(moved / "bin" / "demo").encode() in entries[0].read_bytes()
+
+    run([bbrun, moved / "bin" / "py", "-c", PLANT], env=dict(env, PLANT_ENTRY=str(entries[0])))
+    out = run([bbrun, moved / "bin" / "demo"], env=env).stdout
+    assert out == "from the cache\n"  # read from the cache, not compiled
+
+    # Another source at the same path (the script edited): compiled afresh.
+    script = moved / "bin" / "demo"
+    script.write_bytes(script.read_bytes() + b"# edited\n")
+    assert demo(bbrun, moved, env=env)["keys"] == ["a", "b"]
+    # The same script at another path (another mapping and __file__): its
+    # own entry.
+    other = copy_tree(moved, tmp_path / "other")
+    assert demo(bbrun, other, env=env)["argv"] == [str(other / "bin" / "demo")]
+    named = {p for e in cache.glob("code-*.bin") for p in (moved, other) if str(p / "bin" / "demo").encode() in e.read_bytes()}
+    assert named == {moved, other}
+    # A torn entry is compiled again, not loaded.
+    for e in cache.glob("code-*.bin"):
+        e.write_bytes(e.read_bytes()[:40])
+    assert demo(bbrun, other, env=env)["keys"] == ["a", "b"]
+
+    # A cache directory others can write is never used for code.
+    loose = tmp_path / "loose"
+    loose.mkdir(mode=0o777)
+    loose.chmod(0o777)
+    assert demo(bbrun, other, env=dict(os.environ, BBRUN_CACHE_DIR=str(loose)))["keys"] == ["a", "b"]
+    assert list(loose.iterdir()) == []
+
+
 def test_exit_code_and_stdin_pass_through(moved, bbrun):
     proc = run([bbrun, moved / "bin" / "demo", "--exit", "7"], check=False)
     assert proc.returncode == 7

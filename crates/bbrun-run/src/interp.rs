@@ -135,6 +135,12 @@ impl ProbeCache {
         }
     }
 
+    /// The checked per-user cache directory this cache lives in, if any:
+    /// the shim keeps compiled scripts there too (`BBRUN_CODE_CACHE`).
+    pub fn dir(&self) -> Option<&Path> {
+        self.path.as_deref().and_then(Path::parent)
+    }
+
     /// Probe `python`, from the cache when its binary is unchanged.
     pub fn probe(&mut self, python: &Path) -> Result<Probe> {
         let real = std::fs::canonicalize(python)

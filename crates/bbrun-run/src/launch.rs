@@ -97,7 +97,7 @@ pub fn plan(script: &Path, args: &[OsString], hooks: &Hooks) -> Result<LaunchPla
     // launched process) keeps the options it was started with, after the
     // script's own; they are consumed here, not inherited further.
     let handed = std::env::var_os(CHILD_OPTIONS);
-    let shim_dir = shim::ensure_dir(&tree.root)?;
+    let shim_dir = shim::ensure_dir(&tree.root, &python)?;
     let mut argv: Vec<OsString> = vec![exe.clone().into()];
     if !interpreter_mode {
         argv.extend(options.into_iter().map(OsString::from));
@@ -125,6 +125,13 @@ pub fn plan(script: &Path, args: &[OsString], hooks: &Hooks) -> Result<LaunchPla
         ("BBRUN_PATHMAP".into(), pathmap),
         ("BBRUN_ROOT".into(), tree.root.clone().into()),
         ("PYTHONPATH".into(), pythonpath),
+        // Where the shim keeps the compiled script (bbrun_shim's code
+        // cache): only a directory safedir checked is this user's own;
+        // empty, never inherited, without one.
+        (
+            "BBRUN_CODE_CACHE".into(),
+            cache.dir().map_or_else(OsString::new, |d| d.into()),
+        ),
     ];
     if tree.root.join("pyvenv.cfg").is_file() {
         env.push(("BBRUN_VENV".into(), tree.root.clone().into()));
