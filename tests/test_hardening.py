@@ -174,6 +174,21 @@ def test_planted_tmp_cache_dir_never_imported(tree, bbrun, tmp_path):
     assert stat.S_IMODE((tmp_path / "cache").stat().st_mode) == 0o700
 
 
+def test_cache_copy_of_the_shim_is_byte_compiled(tree, bbrun, tmp_path):
+    """A tree whose shim is another bbrun's runs on a cache copy, which the
+    launcher byte-compiles when it writes it: with PYTHONDONTWRITEBYTECODE
+    set, nothing else would, and every launch would compile the shim."""
+    without_tree_shim(tree)
+    env = dict(os.environ, BBRUN_CACHE_DIR=str(tmp_path / "cache"), PYTHONDONTWRITEBYTECODE="1")
+    proc = demo(bbrun, tree, env=env)
+    assert proc.returncode == 0, proc.stderr
+    (copy,) = (tmp_path / "cache").glob("shim-*")
+    pycs = sorted(p.name.split(".")[0] for p in (copy / "__pycache__").glob("*.pyc"))
+    assert pycs == ["bbrun_index", "bbrun_shim", "sitecustomize"]
+    for p in (copy / "__pycache__").iterdir():
+        assert stat.S_IMODE(p.stat().st_mode) & 0o022 == 0
+
+
 @pytest.fixture
 def public_tree(frozen_sample, bbrun):
     """A copy nobody can read but not write (root-owned, outside pytest's

@@ -122,8 +122,11 @@ fn drop_group_other_write(p: &Path) {
 }
 
 /// A directory holding this binary's shim: the tree's own when it is
-/// current, else a per-user cache copy named by content hash.
-pub fn ensure_dir(root: &Path) -> Result<PathBuf> {
+/// current, else a per-user cache copy named by content hash, which is
+/// byte-compiled with `python` when written (a tree frozen by another
+/// bbrun would otherwise compile the shim at every launch where
+/// PYTHONDONTWRITEBYTECODE is set).
+pub fn ensure_dir(root: &Path, python: &Path) -> Result<PathBuf> {
     let tree = tree_dir(root);
     if is_current(&tree) {
         return Ok(tree);
@@ -146,6 +149,7 @@ pub fn ensure_dir(root: &Path) -> Result<PathBuf> {
                 tree.display()
             )
         })?;
+        precompile(&dir, python);
     }
     Ok(dir)
 }
