@@ -70,19 +70,28 @@ fn write_in_place(
 
     // The entries before the manifest (.bbrun/: index, shim, collected
     // prefixes), streamed and hashed first: their content needs no hash.
-    let out = BufWriter::with_capacity(1 << 20, &mut *file);
-    let (out, head_hashes) = plan.before_manifest(compression, out, progress)?;
-    finish(out)?;
+    // The manifest's reserve is estimated meanwhile, on another thread (a
+    // trial compression: ~15 ms on 30k entries, else spent waiting).
+    let (head_hashes, reserve) = std::thread::scope(|s| -> Result<_> {
+        let reserve = s.spawn(|| reserve_for_manifest(&plan, compression));
+        let out = BufWriter::with_capacity(1 << 20, &mut *file);
+        let (out, head_hashes) = plan.before_manifest(compression, out, progress)?;
+        finish(out)?;
+        let reserve = reserve
+            .join()
+            .map_err(|_| anyhow::anyhow!("estimating the manifest's size failed"))??;
+        Ok((head_hashes, reserve.saturating_sub(short_by)))
+    })?;
     let slot = pos(file)?;
-    let reserve = reserve_for_manifest(&plan, compression)?.saturating_sub(short_by);
 
     // The tail, streamed to its final place behind the manifest's slot.
-    file.seek(SeekFrom::Start(slot + reserve))
-        .context("cannot seek in the archive")?;
-    let out = BufWriter::with_capacity(1 << 20, &mut *file);
+    let out = BufWriter::with_capacity(1 << 20, EarlyWriteback::new(&*file, slot + reserve));
     let (out, tail_hashes) = plan.tail(compression, out, progress)?;
-    finish(out)?;
-    let end = pos(file)?;
+    let end = out
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .context("cannot write the archive")?
+        .at;
 
     // The manifest, now that every hash is known, into its slot.
     let mut hashes = head_hashes;
@@ -113,6 +122,58 @@ fn write_in_place(
     file.seek(SeekFrom::Start(end + moved))
         .context("cannot seek in the archive")?;
     Ok(manifest)
+}
+
+/// A writer that asks the kernel to start writing back each chunk
+/// written (`sync_file_range(SYNC_FILE_RANGE_WRITE)`, which does not wait),
+/// so the archive's final fsync finds most of it on disk already: tar does
+/// not fsync, and the fsync of a 135 MB archive alone was ~5% of pack's
+/// time when it started at the end.
+struct EarlyWriteback<'a> {
+    file: &'a File,
+    /// Offset the next write lands at, and the first not yet handed to
+    /// writeback.
+    at: u64,
+    kicked: u64,
+}
+
+/// Bytes between writeback requests.
+const WRITEBACK_CHUNK: u64 = 8 << 20;
+
+impl<'a> EarlyWriteback<'a> {
+    fn new(file: &'a File, at: u64) -> Self {
+        EarlyWriteback {
+            file,
+            at,
+            kicked: at,
+        }
+    }
+}
+
+impl Write for EarlyWriteback<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write_at(buf, self.at)?;
+        self.at += n as u64;
+        if self.at - self.kicked >= WRITEBACK_CHUNK {
+            use std::os::fd::AsRawFd;
+            // Best effort: where the call is refused, fsync does it all.
+            // SAFETY: a plain syscall on a descriptor we hold open.
+            unsafe {
+                libc::sync_file_range(
+                    self.file.as_raw_fd(),
+                    self.kicked as libc::off64_t,
+                    (self.at - self.kicked) as libc::off64_t,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                );
+            }
+            self.kicked = self.at;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 fn finish(mut out: BufWriter<&mut File>) -> Result<()> {
