@@ -457,7 +457,16 @@ def _script_code(source, filename):
                 return marshal.loads(payload)
     except (OSError, ValueError, EOFError, TypeError):
         pass
-    code = compile(source, filename, "exec", dont_inherit=True)
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code = compile(source, filename, "exec", dont_inherit=True)
+    if caught:
+        # A warning at compile time (an invalid escape sequence) shows at
+        # every run in place: such a script is compiled at every run here
+        # too, outside the recording, so the user's filters decide.
+        return compile(source, filename, "exec", dont_inherit=True)
     _store_code(entry, head, name, marshal.dumps(code), hashed)
     return code
 

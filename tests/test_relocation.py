@@ -165,6 +165,15 @@ def test_compiled_script_is_reused_for_the_same_source_only(moved, bbrun, tmp_pa
         e.write_bytes(e.read_bytes()[:40])
     assert demo(bbrun, other, env=env)["keys"] == ["a", "b"]
 
+    # A script whose compilation warns warns at every run, as in place.
+    noisy = other / "bin" / "noisy"
+    noisy.write_text("#!/usr/bin/env python3\nimport re\nprint(re.match('\\d', '1') is not None)\n")
+    loud = dict(env, PYTHONWARNINGS="always")
+    for _ in range(2):
+        proc = run([bbrun, noisy], env=loud)
+        assert proc.stdout == "True\n"
+        assert "invalid escape sequence" in proc.stderr
+
     # A cache directory others can write is never used for code.
     loose = tmp_path / "loose"
     loose.mkdir(mode=0o777)
