@@ -63,6 +63,15 @@ def install(root):
         return
     _root = root.rstrip("/")
     sys.path_hooks.insert(0, _hook)
+    # Finders made before the hook stay in the cache for the whole process:
+    # site-packages of a virtualenv inside the tree (the Plone 6 layout, or
+    # a frozen venv) gets one when site imports this shim. Plain
+    # FileFinders of the tree's directories go, so the hook is asked.
+    cache = sys.path_importer_cache
+    inside = _root + "/"
+    for key in [k for k, f in cache.items()
+                if type(f) is _ext.FileFinder and isinstance(k, str) and k.startswith(inside)]:
+        del cache[key]
     meta = sys.meta_path
     if MergedFinder not in meta and _ext.PathFinder in meta:
         meta.insert(meta.index(_ext.PathFinder), MergedFinder)

@@ -243,6 +243,32 @@ def test_module_removed_after_freeze_is_not_found(moved, bbrun, tmp_path):
     assert got["zope.interface"][0] is None  # namespace: no origin file
 
 
+def test_site_packages_of_a_virtualenv_tree_is_served_by_the_index(dists, bbrun, tmp_path):
+    # site adds a venv's site-packages, and importing sitecustomize makes
+    # its finder, before the shim installs the index's hook: that plain
+    # finder must not stay cached, or the index never serves the venv.
+    from conftest import make_venv
+
+    venv = tmp_path / "a" / "venv"
+    make_venv(venv, dists, packages=("BTrees",))
+    show = venv / "bin" / "show"
+    show.write_text(
+        "#!%s\nimport json, sys, BTrees, site\n"
+        "sp = site.getsitepackages()[0]\n"
+        "print(json.dumps([type(sys.path_importer_cache[sp]).__name__, BTrees.__file__]))\n" % (venv / "bin" / "python")
+    )
+    show.chmod(0o755)
+    run([bbrun, "freeze", venv])
+    dest = tmp_path / "b"
+    os.rename(venv, dest)
+    env = {k: v for k, v in os.environ.items() if k != "BBRUN_NO_INDEX"}
+    finder, btrees = json.loads(run([bbrun, dest / "bin" / "show"], env=env).stdout)
+    assert finder == "IndexedFinder"
+    plain, plain_btrees = json.loads(run([bbrun, dest / "bin" / "show"], env=dict(env, BBRUN_NO_INDEX="1")).stdout)
+    assert plain == "FileFinder"
+    assert btrees == plain_btrees and btrees.startswith(str(dest) + "/")
+
+
 def test_same_specs_on_the_zope_buildout(frozen_zope, bbrun, tmp_path):
     """Every top-level name (and every name one level into a namespace
     package: zope.*, Products.*) on bin/instance's 80-egg sys.path."""
