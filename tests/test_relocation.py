@@ -379,6 +379,36 @@ def test_build_through_symlinked_path(dists, bbrun, tmp_path):
     assert str(real / "bo") in script or str(link / "bo") in script
 
 
+def test_built_through_a_symlink_frozen_by_its_real_path(dists, bbrun, tmp_path):
+    """The other way round: built through a link, frozen by the real path.
+    Every file names the link's spelling; freeze takes it from
+    .installed.cfg and treats it as the root, instead of collecting the
+    whole tree as outside paths."""
+    from conftest import build_buildout, make_venv
+
+    venv = tmp_path / "venv"
+    make_venv(venv, dists)
+    real = tmp_path / "real-build-dir"
+    real.mkdir()
+    link = tmp_path / "link"
+    os.symlink(real, link)
+    build_buildout(link / "bo", venv, dists)
+    report = json.loads(run([bbrun, "freeze", "--json", real / "bo"]).stdout)
+    assert report["root"] == str(link / "bo")
+    m = (real / "bo" / ".bbrun" / "map.toml").read_text()
+    assert 'root = "%s"' % (link / "bo") in m
+    assert 'root_realpath = "%s"' % (real / "bo") in m
+    external = real / "bo" / ".bbrun" / "external"
+    assert not external.exists() or not any("eggs" in p.name or p.name.endswith(".egg") for p in external.iterdir())
+    dest = tmp_path / "moved"
+    os.rename(real / "bo", dest)
+    os.unlink(link)
+    os.rename(venv, tmp_path / "venv-gone")
+    out = demo(bbrun, dest)
+    assert_under(out["btrees"], dest / "eggs")
+    assert_under(out["demoapp"], dest / "src")
+
+
 def test_freeze_twice_changes_nothing(moved, bbrun):
     # The moved copy re-frozen: roots from the first freeze are kept.
     before = (moved / ".bbrun" / "map.toml").read_text()

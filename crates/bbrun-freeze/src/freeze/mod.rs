@@ -62,6 +62,10 @@ pub fn freeze(root_arg: &Path, opts: &FreezeOptions) -> Result<FreezeReport> {
     if !root.is_dir() {
         bail!("{}: not a directory", root_arg.display());
     }
+    // A buildout built through a symlink and frozen by its real path (or
+    // the other way round) names the other spelling in every file: freeze
+    // it under the spelling the build used, so those paths are inside.
+    let root = build_spelling(&root).unwrap_or(root);
     if !opts.dry_run {
         // Temp files of a killed freeze would otherwise be scanned, and
         // shipped by pack.
@@ -322,6 +326,23 @@ fn kind_name(kind: map::FileKind) -> String {
 }
 
 /// A first map for a tree never frozen before: probe the build interpreter.
+/// The root as the buildout wrote it, when it is another spelling of the
+/// same directory: zc.buildout records each part's `bin` directory as
+/// `_b = ROOT/bin` in `.installed.cfg` (it resolves egg paths, not the
+/// buildout directory).
+fn build_spelling(root: &Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(root.join(".installed.cfg")).ok()?;
+    let real = std::fs::canonicalize(root).ok()?;
+    text.lines()
+        .filter_map(|l| l.strip_prefix("_b = "))
+        .filter_map(|b| Path::new(b.trim_end()).parent().map(Path::to_path_buf))
+        .find(|cand| {
+            cand.is_absolute()
+                && cand != root
+                && std::fs::canonicalize(cand).is_ok_and(|c| c == real)
+        })
+}
+
 fn new_map(
     root: &str,
     root_real: &str,
