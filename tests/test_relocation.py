@@ -395,6 +395,7 @@ def test_built_through_a_symlink_frozen_by_its_real_path(dists, bbrun, tmp_path)
     build_buildout(link / "bo", venv, dists)
     report = json.loads(run([bbrun, "freeze", "--json", real / "bo"]).stdout)
     assert report["root"] == str(link / "bo")
+    assert any("frozen as %s" % (link / "bo") in n for n in report["notes"])
     m = (real / "bo" / ".bbrun" / "map.toml").read_text()
     assert 'root = "%s"' % (link / "bo") in m
     assert 'root_realpath = "%s"' % (real / "bo") in m

@@ -65,7 +65,8 @@ pub fn freeze(root_arg: &Path, opts: &FreezeOptions) -> Result<FreezeReport> {
     // A buildout built through a symlink and frozen by its real path (or
     // the other way round) names the other spelling in every file: freeze
     // it under the spelling the build used, so those paths are inside.
-    let root = build_spelling(&root).unwrap_or(root);
+    let given = root;
+    let root = build_spelling(&given).unwrap_or_else(|| given.clone());
     if !opts.dry_run {
         // Temp files of a killed freeze would otherwise be scanned, and
         // shipped by pack.
@@ -200,6 +201,13 @@ pub fn freeze(root_arg: &Path, opts: &FreezeOptions) -> Result<FreezeReport> {
 
     let native = native::freeze_native(&root, &mut map, &opts.native, opts.dry_run)?;
     let mut notes = native.notes;
+    if root != given {
+        notes.push(format!(
+            "{}: frozen as {}, the spelling of this directory the buildout was built with",
+            given.display(),
+            root.display()
+        ));
+    }
 
     let mut needles: Vec<String> = map.old_roots_utf8()?;
     needles.extend(map.prefixes.iter().map(|p| p.original.clone()));
@@ -325,7 +333,6 @@ fn kind_name(kind: map::FileKind) -> String {
         .unwrap_or_default()
 }
 
-/// A first map for a tree never frozen before: probe the build interpreter.
 /// The root as the buildout wrote it, when it is another spelling of the
 /// same directory: zc.buildout records each part's `bin` directory as
 /// `_b = ROOT/bin` in `.installed.cfg` (it resolves egg paths, not the
@@ -343,6 +350,7 @@ fn build_spelling(root: &Path) -> Option<PathBuf> {
         })
 }
 
+/// A first map for a tree never frozen before: probe the build interpreter.
 fn new_map(
     root: &str,
     root_real: &str,
