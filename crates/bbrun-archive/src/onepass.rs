@@ -112,14 +112,11 @@ impl<'a> Plan<'a> {
         out: O,
         progress: Progress,
     ) -> Result<(O, Vec<Option<String>>)> {
-        let part_set = PackSet {
-            entries: self.full.entries[range].to_vec(),
-            mtime: self.full.mtime,
-            skipped_sockets: vec![],
-        };
+        // A slice, not a copy: the tail is nearly the whole tree.
+        let entries = &self.full.entries[range];
         std::thread::scope(|scope| -> Result<_> {
             let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(QUEUE_BLOCKS);
-            let reader = scope.spawn(|| tar_hashing(&part_set, tx, end_stream, progress));
+            let reader = scope.spawn(|| tar_hashing(entries, tx, end_stream, progress));
             let out = compress_part(compression, out, |w| {
                 for block in rx {
                     w.write_all(&block).context("cannot compress")?;
@@ -209,7 +206,7 @@ impl<'a> Plan<'a> {
         };
         set.put_file(MANIFEST_PATH, manifest.to_bytes(), Some(0o644))?;
         let mut b = tar::Builder::new(Vec::new());
-        tarball::append_entries(&mut b, &set, "", &mut |_, e| open_checked(e))?;
+        tarball::append_entries(&mut b, &set.entries, "", &mut |_, e| open_checked(e))?;
         let mut tar = b.into_inner().context("cannot finish the tar stream")?;
         tar.truncate(tar.len() - TAR_TRAILER);
         compress_part(compression, Vec::new(), |w| {
@@ -244,23 +241,23 @@ fn compress_part<O: Write>(
     }
 }
 
-/// Tar `set` into blocks sent to `tx`, hashing each file as the tar
+/// Tar `entries` into blocks sent to `tx`, hashing each file as the tar
 /// writer pulls its content; returns each entry's sha256 (files only).
 /// Without `end_stream` the two zero blocks that end a tar are left out.
 fn tar_hashing(
-    set: &PackSet,
+    entries: &[PackEntry],
     tx: std::sync::mpsc::SyncSender<Vec<u8>>,
     end_stream: bool,
     progress: Progress,
 ) -> Result<Vec<Option<String>>> {
-    let mut hashes: Vec<Option<String>> = vec![None; set.entries.len()];
+    let mut hashes: Vec<Option<String>> = vec![None; entries.len()];
     let current = std::cell::RefCell::new(Sha256::new());
     let mut last: Option<usize> = None;
     let mut b = tar::Builder::new(ChannelWriter {
         tx,
         block: Vec::with_capacity(BLOCK + TAR_TRAILER),
     });
-    tarball::append_entries(&mut b, set, "", &mut |i, e| {
+    tarball::append_entries(&mut b, entries, "", &mut |i, e| {
         // The previous file's content has been read in full by now.
         if let Some(j) = last.replace(i) {
             hashes[j] = Some(hex(&current.replace(Sha256::new()).finalize()));

@@ -53,7 +53,7 @@ pub fn write_tar<W: Write>(set: &PackSet, root: &str, out: W, progress: Progress
                 .with_context(|| format!("{dir}: cannot write tar entry"))?;
         }
     }
-    append_entries(&mut b, set, prefix, &mut |_, e| {
+    append_entries(&mut b, &set.entries, prefix, &mut |_, e| {
         Ok(Box::new(ProgressReader {
             inner: open_checked(e)?,
             progress,
@@ -66,11 +66,11 @@ pub fn write_tar<W: Write>(set: &PackSet, root: &str, out: W, progress: Progress
 /// entry's index in the set.
 pub type Opener<'a, 'b> = dyn FnMut(usize, &'a PackEntry) -> Result<Box<dyn Read + 'a>> + 'b;
 
-/// Append `set`'s entries (under `prefix`, if not empty) to `b`, reading
-/// each file's content through `open`.
+/// Append `entries` (under `prefix`, if not empty) to `b`, reading each
+/// file's content through `open`.
 pub fn append_entries<'a, W: Write>(
     b: &mut tar::Builder<W>,
-    set: &'a PackSet,
+    entries: &'a [PackEntry],
     prefix: &str,
     open: &mut Opener<'a, '_>,
 ) -> Result<()> {
@@ -81,7 +81,7 @@ pub fn append_entries<'a, W: Write>(
             format!("{prefix}/{p}")
         }
     };
-    for (i, e) in set.entries.iter().enumerate() {
+    for (i, e) in entries.iter().enumerate() {
         let path = name(&e.path);
         let ctx = || format!("{}: cannot write tar entry", e.path);
         match e.kind {
