@@ -59,23 +59,39 @@ pub fn write_with_manifest<W: Write>(
 /// the manifest itself) and the tail after it.
 pub(crate) struct Plan<'a> {
     set: &'a PackSet,
-    /// `set` with the manifest (and any parent directory it needs) in
-    /// place; its content is filled in once known.
-    full: PackSet,
-    /// Index of the manifest in `full`.
+    /// The set's entries that sort before the manifest, any parent
+    /// directory it needs, and the manifest (content filled in once
+    /// known): few, the `.bbrun/` ones. Copied, to hold the manifest.
+    head: PackSet,
+    /// Index of the manifest in `head`.
     at: usize,
+    /// The set's entries after the manifest: nearly the whole tree,
+    /// borrowed, never copied.
+    tail: &'a [PackEntry],
 }
 
 impl<'a> Plan<'a> {
     pub(crate) fn new(set: &'a PackSet) -> Result<Plan<'a>> {
-        let mut full = set.clone();
-        full.put_file(MANIFEST_PATH, Vec::new(), Some(0o644))?;
-        let at = full
+        let split = set
+            .entries
+            .partition_point(|e| e.path.as_str() <= MANIFEST_PATH);
+        let mut head = PackSet {
+            entries: set.entries[..split].to_vec(),
+            mtime: set.mtime,
+            skipped_sockets: vec![],
+        };
+        head.put_file(MANIFEST_PATH, Vec::new(), Some(0o644))?;
+        let at = head
             .entries
             .iter()
             .position(|e| e.path == MANIFEST_PATH)
             .expect("the manifest was just added");
-        Ok(Plan { set, full, at })
+        Ok(Plan {
+            set,
+            head,
+            at,
+            tail: &set.entries[split..],
+        })
     }
 
     /// Tar, hash and compress the tail into `out` as one frame, ending the
@@ -86,7 +102,7 @@ impl<'a> Plan<'a> {
         out: O,
         progress: Progress,
     ) -> Result<(O, Vec<Option<String>>)> {
-        self.part(self.at + 1.., true, compression, out, progress)
+        self.part(self.tail, true, compression, out, progress)
     }
 
     /// The entries before the manifest as one frame, without the tar
@@ -97,23 +113,27 @@ impl<'a> Plan<'a> {
         out: O,
         progress: Progress,
     ) -> Result<(O, Vec<Option<String>>)> {
-        self.part(..self.at, false, compression, out, progress)
+        self.part(
+            &self.head.entries[..self.at],
+            false,
+            compression,
+            out,
+            progress,
+        )
     }
 
-    /// Tar, hash and compress the entries `range` of `full` into `out` as
-    /// one frame: one thread reads, hashes and tars the files, well ahead
-    /// of this one, which compresses. The two overlap like `tar | zstd`,
-    /// and a deep queue between them hides the wait for a busy core.
+    /// Tar, hash and compress `entries` into `out` as one frame: one
+    /// thread reads, hashes and tars the files, well ahead of this one,
+    /// which compresses. The two overlap like `tar | zstd`, and a deep
+    /// queue between them hides the wait for a busy core.
     fn part<O: Write>(
         &self,
-        range: impl std::slice::SliceIndex<[PackEntry], Output = [PackEntry]>,
+        entries: &[PackEntry],
         end_stream: bool,
         compression: Compression,
         out: O,
         progress: Progress,
     ) -> Result<(O, Vec<Option<String>>)> {
-        // A slice, not a copy: the tail is nearly the whole tree.
-        let entries = &self.full.entries[range];
         std::thread::scope(|scope| -> Result<_> {
             let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(QUEUE_BLOCKS);
             let reader = scope.spawn(|| tar_hashing(entries, tx, end_stream, progress));
@@ -141,8 +161,9 @@ impl<'a> Plan<'a> {
         progress: Progress,
     ) -> Result<(Vec<u8>, Manifest)> {
         // The entries before the manifest are few and small (.bbrun/).
-        let mut hashes: Vec<Option<String>> = Vec::with_capacity(self.full.entries.len());
-        for e in &self.full.entries[..self.at] {
+        let mut hashes: Vec<Option<String>> =
+            Vec::with_capacity(self.head.entries.len() + self.tail.len());
+        for e in &self.head.entries[..self.at] {
             hashes.push(match e.kind {
                 EntryKind::File => Some(hash_entry(e, progress)?),
                 _ => None,
@@ -156,15 +177,22 @@ impl<'a> Plan<'a> {
     }
 
     /// The manifest of the set as given, from `hashes` (one per entry of
-    /// `full`): directories the set did not hold (added only to carry the
-    /// manifest) are not in it.
+    /// [`Plan::entries`]): directories the set did not hold (added only to
+    /// carry the manifest) are not in it.
     pub(crate) fn manifest(&self, hashes: Vec<Option<String>>) -> Manifest {
-        let entries = self
-            .full
+        let (head_hashes, tail_hashes) = {
+            let mut hashes = hashes;
+            let tail = hashes.split_off(self.head.entries.len());
+            (hashes, tail)
+        };
+        let head = self
+            .head
             .entries
             .iter()
-            .zip(hashes)
-            .filter(|(e, _)| e.path != MANIFEST_PATH && self.set.get(&e.path).is_some())
+            .zip(head_hashes)
+            .filter(|(e, _)| e.path != MANIFEST_PATH && self.set.get(&e.path).is_some());
+        let entries = head
+            .chain(self.tail.iter().zip(tail_hashes))
             .map(|(e, sha)| manifest_entry(e, sha))
             .collect();
         Manifest::from_entries(entries)
@@ -175,9 +203,9 @@ impl<'a> Plan<'a> {
         self.compress_with_manifest(..=self.at, compression, manifest)
     }
 
-    /// Every entry of `full`, in order.
-    pub(crate) fn entries(&self) -> &[PackEntry] {
-        &self.full.entries
+    /// Every entry, the manifest included, in order.
+    pub(crate) fn entries(&self) -> impl Iterator<Item = &PackEntry> {
+        self.head.entries.iter().chain(self.tail)
     }
 
     /// The manifest's own tar entry (no end of stream), compressed as one
@@ -190,7 +218,7 @@ impl<'a> Plan<'a> {
         self.compress_with_manifest(self.at..=self.at, compression, manifest)
     }
 
-    /// The entries `range` of `full` (which ends at the manifest), the
+    /// The entries `range` of the head (which ends at the manifest), the
     /// manifest's content being `manifest`, tarred without the end of the
     /// stream and compressed as one frame.
     fn compress_with_manifest(
@@ -200,8 +228,8 @@ impl<'a> Plan<'a> {
         manifest: &Manifest,
     ) -> Result<Vec<u8>> {
         let mut set = PackSet {
-            entries: self.full.entries[range].to_vec(),
-            mtime: self.full.mtime,
+            entries: self.head.entries[range].to_vec(),
+            mtime: self.head.mtime,
             skipped_sockets: vec![],
         };
         set.put_file(MANIFEST_PATH, manifest.to_bytes(), Some(0o644))?;

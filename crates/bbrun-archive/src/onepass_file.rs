@@ -187,7 +187,6 @@ fn finish(mut out: BufWriter<&mut File>) -> Result<()> {
 fn reserve_for_manifest(plan: &Plan, compression: Compression) -> Result<u64> {
     let stand_in: Vec<Option<String>> = plan
         .entries()
-        .iter()
         .map(|e| match e.kind {
             EntryKind::File => Some(hex(&Sha256::digest(e.path.as_bytes()))),
             _ => None,
