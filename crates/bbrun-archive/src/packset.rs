@@ -261,23 +261,16 @@ pub fn for_each_chunk(e: &PackEntry, sink: &mut dyn FnMut(&[u8]) -> Result<()>) 
         Source::Disk { path, mtime } => {
             let mut f = std::fs::File::open(path)
                 .with_context(|| format!("{}: cannot open", path.display()))?;
-            // Sized to the file: a fresh 256 KiB buffer per small file
-            // costs an mmap/munmap pair each, which shows on 30k files.
-            let mut buf = vec![0u8; (e.size as usize + 1).min(256 * 1024)];
             let mut total = 0u64;
-            loop {
-                let n = f
-                    .read(&mut buf)
-                    .with_context(|| format!("{}: cannot read", path.display()))?;
-                if n == 0 {
-                    break;
-                }
-                total += n as u64;
+            bbrun_util::fsutil::read_chunks(&mut f, path, e.size, |chunk| {
+                total += chunk.len() as u64;
+                // A file that grew: stop, check_unchanged says so.
                 if total > e.size {
-                    break;
+                    return Ok(false);
                 }
-                sink(&buf[..n])?;
-            }
+                sink(chunk)?;
+                Ok(true)
+            })?;
             check_unchanged(&f, path, e.size, *mtime, total)
         }
     }

@@ -140,19 +140,32 @@ pub fn sha256_file(path: &Path) -> Result<String> {
         std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
     let mut h = Sha256::new();
     let size = f.metadata().map(|m| m.len()).unwrap_or(0);
-    // Sized to the file (bbrun_archive's packset::for_each_chunk reads
-    // the same way).
+    read_chunks(&mut f, path, size, |chunk| {
+        h.update(chunk);
+        Ok(true)
+    })?;
+    Ok(hex(&h.finalize()))
+}
+
+/// Read `f` (opened from `path`, about `size` bytes) to its end in chunks
+/// handed to `each`, which returns whether to go on. The buffer is sized
+/// to the file: a fresh 256 KiB buffer per small file costs an mmap/munmap
+/// pair each, which shows on 30k files.
+pub fn read_chunks(
+    f: &mut File,
+    path: &Path,
+    size: u64,
+    mut each: impl FnMut(&[u8]) -> Result<bool>,
+) -> Result<()> {
     let mut buf = vec![0u8; (size as usize + 1).min(256 * 1024)];
     loop {
         let n = f
             .read(&mut buf)
             .with_context(|| format!("{}: cannot read", path.display()))?;
-        if n == 0 {
-            break;
+        if n == 0 || !each(&buf[..n])? {
+            return Ok(());
         }
-        h.update(&buf[..n]);
     }
-    Ok(hex(&h.finalize()))
 }
 
 /// fsync a directory so a rename in it survives a crash. Best effort: some
