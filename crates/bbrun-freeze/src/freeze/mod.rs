@@ -62,18 +62,18 @@ pub fn freeze(root_arg: &Path, opts: &FreezeOptions) -> Result<FreezeReport> {
     if !root.is_dir() {
         bail!("{}: not a directory", root_arg.display());
     }
+    let root_real = std::fs::canonicalize(&root)
+        .with_context(|| format!("{}: cannot resolve", root.display()))?;
     // A buildout built through a symlink and frozen by its real path (or
     // the other way round) names the other spelling in every file: freeze
     // it under the spelling the build used, so those paths are inside.
     let given = root;
-    let root = build_spelling(&given).unwrap_or_else(|| given.clone());
+    let root = build_spelling(&given, &root_real).unwrap_or_else(|| given.clone());
     if !opts.dry_run {
         // Temp files of a killed freeze would otherwise be scanned, and
         // shipped by pack.
         bbrun_run::debris::sweep(&root)?;
     }
-    let root_real = std::fs::canonicalize(&root)
-        .with_context(|| format!("{}: cannot resolve", root.display()))?;
     // Freeze finds the build paths in the tree's files as text; a path
     // that is not UTF-8 cannot be searched for as one (a destination can:
     // install, relocate and the launcher treat roots as bytes).
@@ -334,19 +334,18 @@ fn kind_name(kind: map::FileKind) -> String {
 }
 
 /// The root as the buildout wrote it, when it is another spelling of the
-/// same directory: zc.buildout records each part's `bin` directory as
-/// `_b = ROOT/bin` in `.installed.cfg` (it resolves egg paths, not the
-/// buildout directory).
-fn build_spelling(root: &Path) -> Option<PathBuf> {
+/// same directory (`real`, the root resolved): zc.buildout records each
+/// part's `bin` directory as `_b = ROOT/bin` in `.installed.cfg` (it
+/// resolves egg paths, not the buildout directory).
+fn build_spelling(root: &Path, real: &Path) -> Option<PathBuf> {
     let text = std::fs::read_to_string(root.join(".installed.cfg")).ok()?;
-    let real = std::fs::canonicalize(root).ok()?;
     text.lines()
         .filter_map(|l| l.strip_prefix("_b = "))
         .filter_map(|b| Path::new(b.trim_end()).parent().map(Path::to_path_buf))
         .find(|cand| {
             cand.is_absolute()
                 && cand != root
-                && std::fs::canonicalize(cand).is_ok_and(|c| c == real)
+                && std::fs::canonicalize(cand).is_ok_and(|c| c == *real)
         })
 }
 
