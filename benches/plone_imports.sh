@@ -8,6 +8,10 @@
 #   bash benches/plone_imports.sh [RUNS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# As users run (and tests/run.sh): Python writes byte-code. With
+# PYTHONDONTWRITEBYTECODE set, a module shipped without a .pyc is compiled
+# at every run, in place as moved, and that hides what is measured.
+unset PYTHONDONTWRITEBYTECODE PYTHONUNBUFFERED
 command -v strace >/dev/null || { echo "strace not installed (apt-get install strace)" >&2; exit 1; }
 [ -f target/bench-cache/plone/tree.json ] || { echo "no cached Plone tree: run bash benches/plone_tree.sh first" >&2; exit 1; }
 [ -n "${BBRUN:-}" ] || cargo build --release -q --bin bbrun

@@ -5,6 +5,7 @@ stale answer after the tree changed."""
 import json
 import os
 import shutil
+import sys
 
 import pytest
 
@@ -298,3 +299,86 @@ def test_index_still_used_after_pack_and_install(moved, bbrun, tmp_path):
     assert lines[0] == str(egg / "BTrees" / "__init__.py")
     assert lines[1] == "IndexedFinder"
     run([bbrun, "verify", dest])
+
+
+# Every `.py` of every directory the index lists, and whether its .pyc (at
+# the -O level 0 name) is the one the import system would accept.
+PYC_CHECK = r"""
+import importlib.util, json, os, sys
+root = sys.argv[1]
+bad = []
+count = 0
+for line in open(os.path.join(root, ".bbrun", "index", "dirs.txt")).read().splitlines()[1:]:
+    d = os.path.join(root, line.split("\t")[0])
+    for n in os.listdir(d):
+        if not n.endswith(".py"):
+            continue
+        src = os.path.join(d, n)
+        count += 1
+        try:
+            with open(importlib.util.cache_from_source(src), "rb") as f:
+                head = f.read(16)
+        except OSError:
+            bad.append(src)
+            continue
+        st = os.stat(src)
+        if head[:4] != importlib.util.MAGIC_NUMBER or head[4:8] != bytes(4) \
+                or int.from_bytes(head[8:12], "little") != int(st.st_mtime) & 0xFFFFFFFF \
+                or int.from_bytes(head[12:16], "little") != st.st_size:
+            bad.append(src)
+print(json.dumps({"count": count, "bad": bad}))
+"""
+
+
+def test_freeze_byte_compiles_what_the_scripts_import(frozen_zope, bbrun, tmp_path):
+    """Modules without a current .pyc (wheels zc.buildout installs into
+    eggs/ uncompiled, a build with PYTHONDONTWRITEBYTECODE, a source edited
+    after its last run) are compiled at freeze: a run that cannot write
+    .pyc files compiles nothing of the tree, and no run writes a
+    __pycache__ that would turn the index off for its directory."""
+    root = copy_tree(frozen_zope["pristine"], tmp_path / "z")
+    run([bbrun, "relocate", root])
+    eggs = root / "eggs" / "v5"
+    for pattern in ("multipart-*", "zope.interface-*", "Zope-*"):
+        for cache in next(eggs.glob(pattern)).rglob("__pycache__"):
+            shutil.rmtree(cache)
+    # A source changed since its .pyc was written: the .pyc is stale.
+    edited = next(eggs.glob("ZPublisher-*"), None) or next(eggs.glob("Zope-*"))
+    mod = next(p for p in edited.rglob("*.py") if p.stat().st_size > 100)
+    mod.write_text(mod.read_text() + "\n# edited\n")
+    check = tmp_path / "pyc_check.py"
+    check.write_text(PYC_CHECK)
+    python = sys.executable  # the tests' Python: the tree's version
+    before = json.loads(run([python, check, root]).stdout)
+    assert len(before["bad"]) > 50  # what this test removed (and the edit)
+    proc = run([bbrun, "freeze", root])
+    assert "byte-compiled" in proc.stdout + proc.stderr
+    # Refrozen where the build venv is gone: the interpreter the launcher
+    # runs compiles, the shim too.
+    assert "could not" not in proc.stdout + proc.stderr
+    after = json.loads(run([python, check, root]).stdout)
+    assert after["count"] == before["count"] > 1000
+    # A source that does not compile (Zope's test fixture error.py) keeps
+    # no .pyc, as in place; everything else has a current one.
+    assert [p for p in after["bad"] if not p.endswith("/fixtures/error.py")] == []
+    lines = (root / "bin" / "instance").read_text().splitlines(True)
+    head = lines[: next(i for i, line in enumerate(lines) if line.strip() == "]") + 1]
+    script = root / "bin" / "stack"
+    script.write_text(
+        "".join(head)
+        + "import multipart, Zope2.Startup.run, OFS.Application, ZPublisher.WSGIPublisher\n"
+        + "print(type(sys.path_importer_cache[multipart.__file__.rpartition('/')[0]]).__name__)\n"
+    )
+    script.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k != "BBRUN_NO_INDEX"}
+    proc = run([bbrun, script], env=dict(env, PYTHONDONTWRITEBYTECODE="1", PYTHONVERBOSE="1"))
+    compiled = [
+        line for line in proc.stderr.splitlines()
+        if line.startswith("# code object from ") and line.rstrip("'").endswith(".py") and str(root) in line
+    ]
+    assert compiled == []
+    assert proc.stdout.strip() == "IndexedFinder"
+    # Freeze again: nothing left to compile.
+    proc = run([bbrun, "freeze", root])
+    assert "byte-compiled" not in proc.stdout + proc.stderr
+

@@ -45,10 +45,9 @@ pub fn index_path(root: &Path) -> PathBuf {
     root.join(STATE_DIR).join("index").join("dirs.txt")
 }
 
-/// Build the index for `seeds` (absolute directories; those outside
-/// `root` are skipped) and write it atomically.
-pub fn write(root: &Path, seeds: &[PathBuf]) -> Result<usize> {
-    let text = build(root, seeds);
+/// Write the index of `walk` atomically.
+pub fn write(root: &Path, walk: &Walk) -> Result<usize> {
+    let text = walk.text();
     let path = index_path(root);
     let dir = path.parent().expect("index path has a parent");
     std::fs::create_dir_all(dir)
@@ -56,11 +55,46 @@ pub fn write(root: &Path, seeds: &[PathBuf]) -> Result<usize> {
     if std::fs::read(&path).ok().as_deref() != Some(text.as_bytes()) {
         fsutil::atomic_write(&path, text.as_bytes(), 0o644)?;
     }
-    Ok(text.lines().count().saturating_sub(1))
+    Ok(walk.records.len())
 }
 
 /// The index text for `seeds`.
 pub fn build(root: &Path, seeds: &[PathBuf]) -> String {
+    walk(root, seeds).text()
+}
+
+/// The directories an index covers, each with its record as read.
+pub struct Walk {
+    records: Vec<(String, PathBuf, Record)>,
+}
+
+impl Walk {
+    /// The indexed directories (absolute).
+    pub fn dirs(&self) -> impl Iterator<Item = &Path> {
+        self.records.iter().map(|(_, dir, _)| dir.as_path())
+    }
+
+    fn text(&self) -> String {
+        let mut lines: Vec<String> = self
+            .records
+            .iter()
+            .map(|(rel, _, rec)| rec.line(rel))
+            .collect();
+        lines.sort();
+        let mut out = String::from(HEADER);
+        out.push('\n');
+        for l in lines {
+            out.push_str(&l);
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// Read the directories `seeds` (absolute; those outside `root` are
+/// skipped) make importable: each seed, what its `.pth` files add, and
+/// their importable subdirectories.
+pub fn walk(root: &Path, seeds: &[PathBuf]) -> Walk {
     let mut todo: Vec<(PathBuf, usize)> = Vec::new();
     for seed in seeds {
         if seed.is_dir() {
@@ -69,7 +103,7 @@ pub fn build(root: &Path, seeds: &[PathBuf]) -> String {
         }
     }
     let mut done: BTreeSet<String> = BTreeSet::new();
-    let mut lines: Vec<String> = Vec::new();
+    let mut records = Vec::new();
     while let Some((dir, depth)) = todo.pop() {
         let Some(rel) = relative(root, &dir) else {
             continue;
@@ -85,16 +119,9 @@ pub fn build(root: &Path, seeds: &[PathBuf]) -> String {
                 }
             }
         }
-        lines.push(rec.line(&rel));
+        records.push((rel, dir, rec));
     }
-    lines.sort();
-    let mut out = String::from(HEADER);
-    out.push('\n');
-    for l in lines {
-        out.push_str(&l);
-        out.push('\n');
-    }
-    out
+    Walk { records }
 }
 
 struct Sub {

@@ -5,6 +5,7 @@
 //! external path still exist; it is safe to run again (a tree moved since
 //! keeps the roots recorded by the first freeze).
 
+pub mod bytecode;
 pub mod collect;
 pub mod index;
 pub mod scan;
@@ -239,10 +240,11 @@ pub fn freeze(root_arg: &Path, opts: &FreezeOptions) -> Result<FreezeReport> {
     if !opts.dry_run {
         let shim_dir = shim::tree_dir(&root);
         shim::write_into(&shim_dir)?;
-        if !shim::precompile(&shim_dir, Path::new(&map.interpreter.path)) {
+        let python = runnable_interpreter(&root, &map);
+        if !shim::precompile(&shim_dir, &python) {
             notes.push(format!(
                 "could not byte-compile the shim with {}; launches will compile it",
-                map.interpreter.path
+                python.display()
             ));
         }
         map::save_inventory(
@@ -252,7 +254,7 @@ pub fn freeze(root_arg: &Path, opts: &FreezeOptions) -> Result<FreezeReport> {
             },
         )?;
         map::save(&map_path, &map)?;
-        import_index(&root, &root_real_s, &map, &found)?;
+        import_index(&root, &root_real_s, &map, &found, &python, &mut notes)?;
     }
 
     let mut files: BTreeMap<String, Vec<InventoryEntry>> = BTreeMap::new();
@@ -275,12 +277,15 @@ pub fn freeze(root_arg: &Path, opts: &FreezeOptions) -> Result<FreezeReport> {
     })
 }
 
-/// Write the import index (see [`index`]) for the scripts' sys.path.
+/// Byte-compile what the scripts can import (see [`bytecode`]), then
+/// write the import index (see [`index`]) for the scripts' sys.path.
 fn import_index(
     root: &Path,
     root_real: &str,
     map: &RelocationMap,
     found: &[scripts::FoundScript],
+    python: &Path,
+    notes: &mut Vec<String>,
 ) -> Result<()> {
     let root_s = root.to_string_lossy();
     let mut pairs = bbrun_map::relocate::rewrite_pairs(map, root);
@@ -295,8 +300,55 @@ fn import_index(
     seeds.extend(index::venv_site_dirs(root));
     seeds.sort();
     seeds.dedup();
-    index::write(root, &seeds)?;
+    let mut walk = index::walk(root, &seeds);
+    if byte_compile(python, map, &walk, notes) {
+        // New __pycache__ directories changed their parents' mtimes.
+        walk = index::walk(root, &seeds);
+    }
+    index::write(root, &walk)?;
     Ok(())
+}
+
+/// Compile the modules of `walk`'s directories that have no current
+/// `.pyc` (see [`bytecode`]); whether any were written.
+fn byte_compile(
+    python: &Path,
+    map: &RelocationMap,
+    walk: &index::Walk,
+    notes: &mut Vec<String>,
+) -> bool {
+    let levels = bytecode::levels(
+        map.scripts
+            .iter()
+            .flat_map(|s| s.options.iter().map(String::as_str)),
+    );
+    match bytecode::compile(python, walk.dirs(), &levels) {
+        Some(0) => false,
+        Some(written) => {
+            notes.push(format!(
+                "byte-compiled {written} module(s) that had no current .pyc, so no run has to"
+            ));
+            true
+        }
+        None => {
+            notes.push(format!(
+                "could not run {} to byte-compile the tree's modules; a run that cannot write .pyc files will compile them",
+                python.display()
+            ));
+            false
+        }
+    }
+}
+
+/// The interpreter to byte-compile with: the build interpreter, or, in a
+/// tree frozen again where it is gone (a target-side buildout run), the
+/// one the launcher would run. Same version, so the same `.pyc` names.
+fn runnable_interpreter(root: &Path, map: &RelocationMap) -> PathBuf {
+    let mut cache = interp::ProbeCache::load();
+    let python = interp::find_compatible(root, &map.interpreter, &mut cache)
+        .unwrap_or_else(|_| PathBuf::from(&map.interpreter.path));
+    cache.save();
+    python
 }
 
 /// The tree's state policy: the defaults and what `configs` name, the
