@@ -47,9 +47,16 @@ try:
 except ImportError:  # pragma: no cover - every CPython 3 has it
     from importlib import _bootstrap_external as _ext
 
-_HEADER = "bbrun-import-index 1"
+_HEADER = b"bbrun-import-index 1\n"
 _root = None  # the tree's root now, without a trailing slash
-_lines = None  # {reldir: record line}, read lazily
+_data = None  # the index file's bytes (b"" without a usable one), read lazily
+_lines = None  # {reldir: record}, parsed once a process has asked enough
+_asked = 0
+# Up to this many directories are looked up by bisecting the (sorted)
+# file, ~5 us each; past it the whole file is parsed once (~1 ms for a
+# Plone tree). A script that imports little (`bin/py -c pass` still asks
+# for the venv's site-packages while site runs) never pays the parse.
+_BISECT_LOOKUPS = 48
 _checked = {}  # {abs dir: mtime_ns it had when first stat'ed, or None}
 _loaders = None
 
@@ -78,20 +85,62 @@ def install(root):
 
 
 def _load():
-    global _lines
-    _lines = {}
+    global _data
+    _data = b""
     try:
-        with open(_root + "/.bbrun/index/dirs.txt", encoding="utf-8") as f:
-            text = f.read()
-    except (OSError, ValueError):
+        with open(_root + "/.bbrun/index/dirs.txt", "rb") as f:
+            data = f.read()
+    except OSError:
         return
-    lines = text.split("\n")
-    if lines[0] != _HEADER:
-        return
-    for line in lines[1:]:
-        rel, sep, rest = line.partition("\t")
-        if sep:
-            _lines[rel] = rest
+    if data.startswith(_HEADER):
+        _data = data
+
+
+def _record(rel):
+    """The index record (MTIME, FILES, SUBDIRS joined by TABs) of directory
+    `rel` (relative to the root), or None."""
+    global _asked, _lines
+    if _lines is not None:
+        return _lines.get(rel)
+    if _data is None:
+        _load()
+    _asked += 1
+    if _asked > _BISECT_LOOKUPS:
+        _lines = {}
+        try:
+            text = _data.decode("utf-8")
+        except ValueError:
+            return None
+        for line in text.split("\n")[1:]:
+            name, sep, rest = line.partition("\t")
+            if sep:
+                _lines[name] = rest
+        return _lines.get(rel)
+    try:
+        key = rel.encode("utf-8") + b"\t"
+    except ValueError:
+        return None  # not UTF-8: freeze indexes no such name
+    # Freeze sorts the lines; "REL\t" keys sort as the lines do, since a
+    # name holds no control character.
+    data = _data
+    lo, hi = len(_HEADER), len(data)
+    while lo < hi:
+        start = data.rfind(b"\n", lo, (lo + hi) // 2) + 1 or lo
+        end = data.find(b"\n", start, hi)
+        if end < 0:
+            end = hi
+        tab = data.find(b"\t", start, end)
+        here = data[start:tab + 1] if tab >= 0 else data[start:end]
+        if here == key:
+            try:
+                return data[tab + 1:end].decode("utf-8")
+            except ValueError:
+                return None
+        if here < key:
+            lo = end + 1
+        else:
+            hi = start
+    return None
 
 
 def _mtime_ok(path, recorded):
@@ -114,9 +163,7 @@ def _mtime_ok(path, recorded):
 def _hook(entry):
     if not isinstance(entry, str) or not entry.startswith(_root + "/"):
         raise ImportError("not in the indexed tree")
-    if _lines is None:
-        _load()
-    rest = _lines.get(entry[len(_root) + 1:])
+    rest = _record(entry[len(_root) + 1:])
     if rest is None:
         raise ImportError("not indexed")
     mtime, _, rest = rest.partition("\t")

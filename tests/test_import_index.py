@@ -382,3 +382,37 @@ def test_freeze_byte_compiles_what_the_scripts_import(frozen_zope, bbrun, tmp_pa
     proc = run([bbrun, "freeze", root])
     assert "byte-compiled" not in proc.stdout + proc.stderr
 
+
+
+# Every record looked up by bisecting the file, as a process asking for few
+# directories does, against the full parse a long import run switches to;
+# and names that are not in the index (prefixes, neighbours) are not found.
+RECORD_CHECK = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1] + "/.bbrun/shim")
+import bbrun_index as ix
+ix._root = sys.argv[1]
+rels = [l.split("\t", 1)[0] for l in open(sys.argv[1] + "/.bbrun/index/dirs.txt").read().split("\n")[1:] if l]
+absent = set()
+for r in rels:
+    absent.update((r + "x", r + "/", r[:-1], r + " ", r + "/zz", "0" + r))
+absent.difference_update(rels)
+absent.update(("", "\udcff", "~"))
+ix._BISECT_LOOKUPS = 10 ** 9
+bisected = {r: ix._record(r) for r in rels + sorted(absent)}
+ix._lines, ix._asked, ix._BISECT_LOOKUPS = None, 0, 0
+parsed = {r: ix._record(r) for r in rels + sorted(absent)}
+print(json.dumps({"rels": len(rels), "same": bisected == parsed,
+                  "found": sum(v is not None for v in bisected.values()),
+                  "absent found": [r for r in absent if bisected[r] is not None]}))
+"""
+
+
+def test_index_records_by_bisection_match_the_full_parse(moved, tmp_path):
+    check = tmp_path / "record_check.py"
+    check.write_text(RECORD_CHECK)
+    got = json.loads(run([sys.executable, check, moved]).stdout)
+    assert got["rels"] > 20
+    assert got["found"] == got["rels"]
+    assert got["absent found"] == []
+    assert got["same"]

@@ -137,16 +137,20 @@ pub fn run(args: Args) -> Result<i32> {
         },
     };
     let watch = Bar::default();
+    let begun = std::time::Instant::now();
     let summary = pack::pack(&opts, &watch)?;
+    let ended = std::time::Instant::now();
     // BBRUN_PACK_TIMING=1 prints each phase's time (benches/pack.sh).
     if std::env::var_os("BBRUN_PACK_TIMING").is_some() {
         if let (Some(t0), Some(t1), Some(t2)) =
             (watch.started.get(), watch.writing.get(), watch.done.get())
         {
             eprintln!(
-                "bbrun pack: hashing {:.2}s, writing {:.2}s",
+                "bbrun pack: listing {:.2}s, hashing {:.2}s, writing {:.2}s, finishing {:.2}s",
+                (*t0 - begun).as_secs_f64(),
                 (*t1 - *t0).as_secs_f64(),
-                (*t2 - *t1).as_secs_f64()
+                (*t2 - *t1).as_secs_f64(),
+                (ended - *t2).as_secs_f64()
             );
         }
     }
