@@ -210,6 +210,14 @@ pub fn freeze(root_arg: &Path, opts: &FreezeOptions) -> Result<FreezeReport> {
         ));
     }
 
+    // Byte-code before the scan, so it records the .pyc files this writes
+    // (a second freeze then finds the tree as the first left it).
+    let python = runnable_interpreter(&root, &map);
+    if !opts.dry_run {
+        let seeds = index_seeds(&root, &root_real_s, &map, &found);
+        byte_compile(&python, &map, &index::walk(&root, &seeds), &mut notes);
+    }
+
     let mut needles: Vec<String> = map.old_roots_utf8()?;
     needles.extend(map.prefixes.iter().map(|p| p.original.clone()));
     let script_set: HashSet<String> = map.scripts.iter().map(|s| s.path.clone()).collect();
@@ -240,7 +248,6 @@ pub fn freeze(root_arg: &Path, opts: &FreezeOptions) -> Result<FreezeReport> {
     if !opts.dry_run {
         let shim_dir = shim::tree_dir(&root);
         shim::write_into(&shim_dir)?;
-        let python = runnable_interpreter(&root, &map);
         if !shim::precompile(&shim_dir, &python) {
             notes.push(format!(
                 "could not byte-compile the shim with {}; launches will compile it",
@@ -254,7 +261,8 @@ pub fn freeze(root_arg: &Path, opts: &FreezeOptions) -> Result<FreezeReport> {
             },
         )?;
         map::save(&map_path, &map)?;
-        import_index(&root, &root_real_s, &map, &found, &python, &mut notes)?;
+        let seeds = index_seeds(&root, &root_real_s, &map, &found);
+        index::write(&root, &index::walk(&root, &seeds))?;
     }
 
     let mut files: BTreeMap<String, Vec<InventoryEntry>> = BTreeMap::new();
@@ -277,16 +285,15 @@ pub fn freeze(root_arg: &Path, opts: &FreezeOptions) -> Result<FreezeReport> {
     })
 }
 
-/// Byte-compile what the scripts can import (see [`bytecode`]), then
-/// write the import index (see [`index`]) for the scripts' sys.path.
-fn import_index(
+/// The directories the import index starts from (see [`index`]): the
+/// scripts' sys.path entries as the tree names them now, and a
+/// virtualenv's site-packages.
+fn index_seeds(
     root: &Path,
     root_real: &str,
     map: &RelocationMap,
     found: &[scripts::FoundScript],
-    python: &Path,
-    notes: &mut Vec<String>,
-) -> Result<()> {
+) -> Vec<PathBuf> {
     let root_s = root.to_string_lossy();
     let mut pairs = bbrun_map::relocate::rewrite_pairs(map, root);
     if root_real != root_s {
@@ -300,43 +307,26 @@ fn import_index(
     seeds.extend(index::venv_site_dirs(root));
     seeds.sort();
     seeds.dedup();
-    let mut walk = index::walk(root, &seeds);
-    if byte_compile(python, map, &walk, notes) {
-        // New __pycache__ directories changed their parents' mtimes.
-        walk = index::walk(root, &seeds);
-    }
-    index::write(root, &walk)?;
-    Ok(())
+    seeds
 }
 
 /// Compile the modules of `walk`'s directories that have no current
-/// `.pyc` (see [`bytecode`]); whether any were written.
-fn byte_compile(
-    python: &Path,
-    map: &RelocationMap,
-    walk: &index::Walk,
-    notes: &mut Vec<String>,
-) -> bool {
+/// `.pyc` (see [`bytecode`]), saying how many in a note.
+fn byte_compile(python: &Path, map: &RelocationMap, walk: &index::Walk, notes: &mut Vec<String>) {
     let levels = bytecode::levels(
         map.scripts
             .iter()
             .flat_map(|s| s.options.iter().map(String::as_str)),
     );
     match bytecode::compile(python, walk.dirs(), &levels) {
-        Some(0) => false,
-        Some(written) => {
-            notes.push(format!(
-                "byte-compiled {written} module(s) that had no current .pyc, so no run has to"
-            ));
-            true
-        }
-        None => {
-            notes.push(format!(
-                "could not run {} to byte-compile the tree's modules; a run that cannot write .pyc files will compile them",
-                python.display()
-            ));
-            false
-        }
+        Some(0) => {}
+        Some(written) => notes.push(format!(
+            "byte-compiled {written} module(s) that had no current .pyc, so no run has to"
+        )),
+        None => notes.push(format!(
+            "could not run {} to byte-compile the tree's modules; a run that cannot write .pyc files will compile them",
+            python.display()
+        )),
     }
 }
 
