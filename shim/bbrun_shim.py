@@ -391,24 +391,37 @@ def rewrite_source(src):
     if not _pairs:
         return src
     olds = [(os.fsencode(o), _literal_safe(os.fsencode(n))) for o, n in _pairs]
+    ends = (b"/", b"'", b'"')
+
+    def find(old, at):
+        """The next occurrence of `old` from `at` that ends a path component."""
+        at = src.find(old, at)
+        while at != -1 and src[at + len(old):at + len(old) + 1] not in ends:
+            at = src.find(old, at + 1)
+        return at
+
+    # Each old path's next occurrence, found again only once passed: a
+    # buildout script names its 80 eggs under one root, and searching every
+    # old path to the end after each of them made this quadratic.
+    nexts = [find(old, 0) for old, _ in olds]
     out = []
     pos = 0
-    ends = (b"/", b"'", b'"')
     while True:
-        best = None
-        for old, new in olds:
-            at = src.find(old, pos)
-            while at != -1 and src[at + len(old):at + len(old) + 1] not in ends:
-                at = src.find(old, at + 1)
+        best = -1
+        for i, at in enumerate(nexts):
             # Longest first: an equal position keeps the longer old path.
-            if at != -1 and (best is None or at < best[0]):
-                best = (at, old, new)
-        if best is None:
+            if at != -1 and (best == -1 or at < nexts[best]):
+                best = i
+        if best == -1:
             break
-        at, old, new = best
+        at = nexts[best]
+        old, new = olds[best]
         out.append(src[pos:at])
         out.append(new)
         pos = at + len(old)
+        for i, (o, _) in enumerate(olds):
+            if nexts[i] != -1 and nexts[i] < pos:
+                nexts[i] = find(o, pos)
     if not out:
         return src
     out.append(src[pos:])
@@ -425,14 +438,18 @@ def rewrite_source(src):
 # per script path and interpreter:
 #   MAGIC_NUMBER, optimize level, source hash, payload hash,
 #   len(filename), filename, marshal(code)
-# Anything that does not match exactly (another source, mapping, path,
-# interpreter or -O level, a torn or foreign file) is compiled afresh.
+# The source hash covers the script as read and the mapping, which decide
+# what rewrite_source makes of it: a hit skips the rewrite too (~0.3 ms
+# for a script naming 80 eggs). Anything that does not match exactly
+# (another source, mapping, path, interpreter or -O level, a torn or
+# foreign file) is rewritten and compiled afresh.
 _CODE_SALT = 0x6262_7275_6e63_6f64  # "bbruncod"
 
 
-def _script_code(source, filename):
-    """compile(source, filename) for the __main__ script, from the code
-    cache when this exact source was compiled for this path before."""
+def _script_code(raw, filename):
+    """The __main__ script's code: `raw` (its bytes) with the old path
+    literals mapped, compiled for `filename`; from the code cache when this
+    source was compiled for this path and mapping before."""
     cache = os.environ.get("BBRUN_CODE_CACHE")
     try:
         import _imp
@@ -442,9 +459,11 @@ def _script_code(source, filename):
     except (ImportError, AttributeError):
         cache = None
     if not cache:
-        return compile(source, filename, "exec", dont_inherit=True)
+        return compile(rewrite_source(raw), filename, "exec", dont_inherit=True)
     name = os.fsencode(filename)
-    head = MAGIC_NUMBER + bytes([sys.flags.optimize & 0xFF]) + hashed(_CODE_SALT, source)
+    # A path holds no NUL byte: the mapping ends where the source begins.
+    mapping = "\n".join("%s\t%s" % p for p in _pairs or ()).encode("utf-8", "surrogateescape")
+    head = MAGIC_NUMBER + bytes([sys.flags.optimize & 0xFF]) + hashed(_CODE_SALT, mapping + b"\0" + raw)
     entry = os.path.join(cache, "code-%s.bin" % hashed(_CODE_SALT, head[:5] + name).hex())
     try:
         with open(entry, "rb") as f:
@@ -459,6 +478,7 @@ def _script_code(source, filename):
         pass
     import warnings
 
+    source = rewrite_source(raw)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         code = compile(source, filename, "exec", dont_inherit=True)
@@ -519,8 +539,7 @@ def run_main():
         sys.path.insert(0, script_dir)
     filename = os.path.abspath(script)
     with open(script, "rb") as f:
-        source = rewrite_source(f.read())
-    code = _script_code(source, filename)
+        code = _script_code(f.read(), filename)
     import builtins
 
     try:
