@@ -36,7 +36,9 @@ sys.path_hooks or sys.path_importer_cache (the object) change, or when an
 entry's cached finder is not the one the table holds.
 
 Embedded in the bbrun binary beside bbrun_shim.py; cheap to import: the
-index is read at the first lookup of an indexed directory, not before.
+index is read at the first lookup of an indexed directory, not before, and
+the first lookups bisect the sorted file; only a process that asks for
+many directories parses it whole.
 """
 
 import os
