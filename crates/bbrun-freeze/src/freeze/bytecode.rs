@@ -20,17 +20,22 @@
 //! interpreter leaves it until imported.
 
 use std::io::Write;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
 /// Run by the build interpreter: directories on stdin, NUL-separated;
 /// optimization levels in argv[1] (`0,2`). Checks a `.pyc` as the import
 /// system does (magic, then source mtime and size, or a hash-based one's
-/// own rule), writes a missing or stale one with py_compile (atomically).
+/// own rule), and writes a missing or stale one as py_compile would, but
+/// through a temp file named as bbrun's debris (`X.pyc.bbrun-tmp.PID`), so
+/// a killed freeze leaves nothing the next one does not sweep.
 const PROGRAM: &str = r#"
-import importlib.util, os, py_compile, stat, sys, warnings
+import importlib.util, os, stat, sys, warnings
+from importlib import _bootstrap_external as ext
 warnings.simplefilter("ignore")
 magic = importlib.util.MAGIC_NUMBER
+tail = ".bbrun-tmp.%d" % os.getpid()
 levels = [int(x) for x in sys.argv[1].split(",")]
 written = 0
 for d in sys.stdin.buffer.read().split(b"\0"):
@@ -67,11 +72,23 @@ for d in sys.stdin.buffer.read().split(b"\0"):
                         and int.from_bytes(head[12:16], "little") == st.st_size & 0xFFFFFFFF:
                     continue
             try:
-                py_compile.compile(src, cfile=pyc, doraise=True, optimize=level,
-                                   invalidation_mode=py_compile.PycInvalidationMode.TIMESTAMP)
-                written += 1
+                loader = ext.SourceFileLoader("<bbrun>", src)
+                code = loader.source_to_code(loader.get_data(src), src, _optimize=level)
             except Exception:
-                pass  # fails at import, as in place
+                continue  # fails at import, as in place
+            data = ext._code_to_timestamp_pyc(code, int(st.st_mtime), st.st_size)
+            try:
+                os.makedirs(os.path.dirname(pyc), exist_ok=True)
+                fd = os.open(pyc + tail, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, ext._calc_mode(src) & 0o666)
+                with open(fd, "wb") as f:
+                    f.write(data)
+                os.replace(pyc + tail, pyc)
+                written += 1
+            except OSError:
+                try:
+                    os.unlink(pyc + tail)
+                except OSError:
+                    pass
 print(written)
 "#;
 
@@ -91,15 +108,22 @@ pub fn compile<'a>(
         input.push(0);
     }
     let levels: Vec<String> = levels.iter().map(u8::to_string).collect();
-    let mut child = Command::new(python)
-        // Isolated: nothing of the tree or the environment is imported.
-        .args(["-I", "-S", "-c", PROGRAM, &levels.join(",")])
-        .env_remove("SOURCE_DATE_EPOCH")
+    let mut cmd = Command::new(python);
+    // Isolated: nothing of the tree or the environment is imported.
+    cmd.args(["-I", "-S", "-c", PROGRAM, &levels.join(",")])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
+        .stderr(Stdio::null());
+    // A killed freeze takes the compiler with it: nothing writes into the
+    // tree after freeze is gone. SAFETY: prctl is async-signal-safe, and
+    // nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().ok()?;
     // Written whole before reading: the program reads all of stdin first.
     let fed = child
         .stdin
