@@ -79,7 +79,8 @@ for d in sys.stdin.buffer.read().split(b"\0"):
             data = ext._code_to_timestamp_pyc(code, int(st.st_mtime), st.st_size)
             try:
                 os.makedirs(os.path.dirname(pyc), exist_ok=True)
-                fd = os.open(pyc + tail, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, ext._calc_mode(src) & 0o666)
+                fd = os.open(pyc + tail, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                             ext._calc_mode(src) & 0o666)
                 with open(fd, "wb") as f:
                     f.write(data)
                 os.replace(pyc + tail, pyc)
@@ -93,9 +94,8 @@ print(written)
 "#;
 
 /// Compile what `dirs` hold for `python` at `levels`; the number of
-/// `.pyc` files written. None when the
-/// interpreter could not be run (the tree then works as before: its first
-/// runs compile).
+/// `.pyc` files written. None when the interpreter could not be run (the
+/// tree then works as before: its first runs compile).
 pub fn compile<'a>(
     python: &Path,
     dirs: impl Iterator<Item = &'a Path>,
