@@ -261,6 +261,9 @@ pub fn freeze(root_arg: &Path, opts: &FreezeOptions) -> Result<FreezeReport> {
             },
         )?;
         map::save(&map_path, &map)?;
+        // Walked again, last: the byte-compile above and the writes into
+        // .bbrun/ since change mtimes the index records (a develop egg at
+        // the root makes the root itself, and .bbrun with it, indexed).
         let seeds = index_seeds(&root, &root_real_s, &map, &found);
         index::write(&root, &index::walk(&root, &seeds))?;
     }
