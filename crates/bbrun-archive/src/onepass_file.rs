@@ -85,13 +85,17 @@ fn write_in_place(
     let slot = pos(file)?;
 
     // The tail, streamed to its final place behind the manifest's slot.
-    let out = BufWriter::with_capacity(1 << 20, EarlyWriteback::new(&*file, slot + reserve));
-    let (out, tail_hashes) = plan.tail(compression, out, progress)?;
-    let end = out
-        .into_inner()
-        .map_err(|e| e.into_error())
-        .context("cannot write the archive")?
-        .at;
+    let (end, tail_hashes) = with_syncer(file, |sync| {
+        let out =
+            BufWriter::with_capacity(1 << 20, EarlyWriteback::new(&*file, slot + reserve, sync));
+        let (out, tail_hashes) = plan.tail(compression, out, progress)?;
+        let end = out
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .context("cannot write the archive")?
+            .at;
+        Ok((end, tail_hashes))
+    })?;
 
     // The manifest, now that every hash is known, into its slot.
     let mut hashes = head_hashes;
@@ -124,49 +128,64 @@ fn write_in_place(
     Ok(manifest)
 }
 
-/// A writer that asks the kernel to start writing back each chunk
-/// written (`sync_file_range(SYNC_FILE_RANGE_WRITE)`, which does not wait),
-/// so the archive's final fsync finds most of it on disk already: tar does
-/// not fsync, and the fsync of a 135 MB archive alone was ~5% of pack's
-/// time when it started at the end.
+/// A writer that has the file's data made durable as it goes: every
+/// [`WRITEBACK_CHUNK`] bytes it asks a syncing thread for an `fdatasync`
+/// (skipped while one is still running), so the archive's final fsync
+/// finds little left to do. tar does not fsync at all; on an ext4 VM disk
+/// the fsync of a fresh 74 MB archive took ~100 ms when it all waited for
+/// the end, even with the data already written back
+/// (`sync_file_range` only writes data: the cost is committing the new
+/// file's block allocations). Synced as it grows, the last fsync takes
+/// ~6 ms. The writing thread never waits for a sync.
 struct EarlyWriteback<'a> {
     file: &'a File,
-    /// Offset the next write lands at, and the first not yet handed to
-    /// writeback.
+    /// Offset the next write lands at.
     at: u64,
-    kicked: u64,
+    /// Offset at the last sync request.
+    asked: u64,
+    /// To the syncing thread; full while a sync runs.
+    sync: std::sync::mpsc::SyncSender<()>,
 }
 
-/// Bytes between writeback requests.
+/// Bytes between sync requests.
 const WRITEBACK_CHUNK: u64 = 8 << 20;
 
 impl<'a> EarlyWriteback<'a> {
-    fn new(file: &'a File, at: u64) -> Self {
+    fn new(file: &'a File, at: u64, sync: std::sync::mpsc::SyncSender<()>) -> Self {
         EarlyWriteback {
             file,
             at,
-            kicked: at,
+            asked: at,
+            sync,
         }
     }
+}
+
+/// Run `body` with a channel whose messages each ask for an `fdatasync`
+/// of `file` on a thread of its own; returns once the last one is done.
+/// A failed sync here is not an error: the final fsync reports it.
+fn with_syncer<T>(
+    file: &File,
+    body: impl FnOnce(std::sync::mpsc::SyncSender<()>) -> Result<T>,
+) -> Result<T> {
+    std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<()>(0);
+        s.spawn(move || {
+            for () in rx {
+                let _ = file.sync_data();
+            }
+        });
+        body(tx)
+    })
 }
 
 impl Write for EarlyWriteback<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let n = self.file.write_at(buf, self.at)?;
         self.at += n as u64;
-        if self.at - self.kicked >= WRITEBACK_CHUNK {
-            use std::os::fd::AsRawFd;
-            // Best effort: where the call is refused, fsync does it all.
-            // SAFETY: a plain syscall on a descriptor we hold open.
-            unsafe {
-                libc::sync_file_range(
-                    self.file.as_raw_fd(),
-                    self.kicked as libc::off64_t,
-                    (self.at - self.kicked) as libc::off64_t,
-                    libc::SYNC_FILE_RANGE_WRITE,
-                );
-            }
-            self.kicked = self.at;
+        // A full channel means a sync is running: ask again later.
+        if self.at - self.asked >= WRITEBACK_CHUNK && self.sync.try_send(()).is_ok() {
+            self.asked = self.at;
         }
         Ok(n)
     }
@@ -262,6 +281,32 @@ mod tests {
             // Reproducible.
             assert_eq!(to_file(&set, c).0, got);
         }
+    }
+
+    #[test]
+    fn synced_as_it_grows_the_tail_lands_where_it_was_written() {
+        let f = tempfile::tempfile().unwrap();
+        let data: Vec<u8> = (0..(3 * WRITEBACK_CHUNK + 12345))
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        let (end, syncs) = with_syncer(&f, |sync| {
+            let mut w = EarlyWriteback::new(&f, 4096, sync);
+            let mut asked = 0;
+            for piece in data.chunks(1 << 20) {
+                let before = w.asked;
+                w.write_all(piece).unwrap();
+                asked += usize::from(w.asked != before);
+            }
+            Ok((w.at, asked))
+        })
+        .unwrap();
+        assert_eq!(end, 4096 + data.len() as u64);
+        // Asked for a sync at least once (the syncing thread may have
+        // been busy for some of the chunks).
+        assert!(syncs >= 1, "no sync was asked for");
+        let mut back = vec![0u8; data.len()];
+        f.read_exact_at(&mut back, 4096).unwrap();
+        assert!(back == data, "the tail's bytes moved");
     }
 
     #[test]
