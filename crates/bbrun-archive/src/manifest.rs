@@ -172,23 +172,25 @@ impl Manifest {
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut s = String::with_capacity(64 + self.entries.len() * 100);
+        // Written piece by piece, escaping only names that need it: the
+        // manifest of a Plone tree (29k lines) is written at the end of
+        // every pack, on its critical path (~28 ms through format! and an
+        // escaped copy of every name; ~5 ms so).
+        let mut s = String::with_capacity(64 + self.entries.len() * 140);
         s.push_str(HEADER);
         s.push('\n');
         for e in &self.entries {
-            let _ = writeln!(
-                s,
-                "{}\t{}\t{:04o}\t{}\t{}\t{}",
-                escape(&e.path),
-                e.kind.as_str(),
-                e.mode,
-                e.size,
-                e.sha256.as_deref().unwrap_or("-"),
-                e.target
-                    .as_deref()
-                    .map(escape)
-                    .unwrap_or_else(|| "-".into()),
-            );
+            escape_into(&mut s, &e.path);
+            s.push('\t');
+            s.push_str(e.kind.as_str());
+            let _ = write!(s, "\t{:04o}\t{}\t", e.mode, e.size);
+            s.push_str(e.sha256.as_deref().unwrap_or("-"));
+            s.push('\t');
+            match e.target.as_deref() {
+                Some(t) => escape_into(&mut s, t),
+                None => s.push('-'),
+            }
+            s.push('\n');
         }
         s.into_bytes()
     }
@@ -345,10 +347,22 @@ pub fn check_path(path: &str) -> Result<()> {
 
 /// Escape a path or target for one column; see the module docs.
 pub fn escape(s: &str) -> String {
-    if s == "-" {
-        return "\\x2d".into();
-    }
     let mut out = String::with_capacity(s.len());
+    escape_into(&mut out, s);
+    out
+}
+
+/// [`escape`], appended to `out`.
+pub fn escape_into(out: &mut String, s: &str) {
+    if s == "-" {
+        out.push_str("\\x2d");
+        return;
+    }
+    let plain = |b: u8| b >= 0x20 && b != b'\\' && b != 0x7f;
+    if s.bytes().all(plain) {
+        out.push_str(s);
+        return;
+    }
     for c in s.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
@@ -361,7 +375,6 @@ pub fn escape(s: &str) -> String {
             c => out.push(c),
         }
     }
-    out
 }
 
 pub fn unescape(s: &str) -> Result<String> {
@@ -404,11 +417,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Lower-case hex of a digest, as the manifest writes sha256 sums.
 pub(crate) fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
+    bbrun_util::fsutil::hex(bytes)
 }
 
 #[cfg(test)]
