@@ -7,6 +7,7 @@ pub mod deb;
 pub mod manifest;
 pub mod onepass;
 pub mod onepass_file;
+pub mod onepass_tree;
 pub mod packset;
 pub mod pkgscripts;
 pub mod reproducible;

@@ -18,6 +18,7 @@
 //! for the same set (a test checks it), and each frame's bytes depend only
 //! on its input, so the archive stays reproducible for any thread count.
 
+use std::borrow::Borrow;
 use std::io::{Read, Seek, SeekFrom, Write};
 
 use anyhow::{Context, Result};
@@ -105,27 +106,6 @@ impl<'a> Plan<'a> {
         self.part(self.tail, true, compression, out, progress)
     }
 
-    /// The entries before the manifest as one frame, without the tar
-    /// stream's end (more entries follow); and their sha256s.
-    pub(crate) fn before_manifest<O: Write>(
-        &self,
-        compression: Compression,
-        out: O,
-        progress: Progress,
-    ) -> Result<(O, Vec<Option<String>>)> {
-        self.part(
-            &self.head.entries[..self.at],
-            false,
-            compression,
-            out,
-            progress,
-        )
-    }
-
-    /// Tar, hash and compress `entries` into `out` as one frame: one
-    /// thread reads, hashes and tars the files, well ahead of this one,
-    /// which compresses. The two overlap like `tar | zstd`, and a deep
-    /// queue between them hides the wait for a busy core.
     fn part<O: Write>(
         &self,
         entries: &[PackEntry],
@@ -134,21 +114,8 @@ impl<'a> Plan<'a> {
         out: O,
         progress: Progress,
     ) -> Result<(O, Vec<Option<String>>)> {
-        std::thread::scope(|scope| -> Result<_> {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(QUEUE_BLOCKS);
-            let reader = scope.spawn(|| tar_hashing(entries, tx, end_stream, progress));
-            let out = compress_part(compression, out, |w| {
-                for block in rx {
-                    w.write_all(&block).context("cannot compress")?;
-                }
-                Ok(())
-            });
-            // The reader's error (a file changed) explains a short stream.
-            let hashes = reader
-                .join()
-                .map_err(|_| anyhow::anyhow!("the reading thread panicked"))??;
-            Ok((out?, hashes))
-        })
+        let (out, _, hashes) = part(entries.iter(), end_stream, compression, out, progress)?;
+        Ok((out, hashes))
     }
 
     /// The compressed head (entries before the manifest, then the manifest,
@@ -203,21 +170,6 @@ impl<'a> Plan<'a> {
         self.compress_with_manifest(..=self.at, compression, manifest)
     }
 
-    /// Every entry, the manifest included, in order.
-    pub(crate) fn entries(&self) -> impl Iterator<Item = &PackEntry> {
-        self.head.entries.iter().chain(self.tail)
-    }
-
-    /// The manifest's own tar entry (no end of stream), compressed as one
-    /// frame.
-    pub(crate) fn compress_manifest_entry(
-        &self,
-        compression: Compression,
-        manifest: &Manifest,
-    ) -> Result<Vec<u8>> {
-        self.compress_with_manifest(self.at..=self.at, compression, manifest)
-    }
-
     /// The entries `range` of the head (which ends at the manifest), the
     /// manifest's content being `manifest`, tarred without the end of the
     /// stream and compressed as one frame.
@@ -233,15 +185,32 @@ impl<'a> Plan<'a> {
             skipped_sockets: vec![],
         };
         set.put_file(MANIFEST_PATH, manifest.to_bytes(), Some(0o644))?;
-        let mut b = tar::Builder::new(Vec::new());
-        tarball::append_entries(&mut b, &set.entries, "", &mut |_, e| open_checked(e))?;
-        let mut tar = b.into_inner().context("cannot finish the tar stream")?;
-        tar.truncate(tar.len() - TAR_TRAILER);
-        compress_part(compression, Vec::new(), |w| {
-            w.write_all(&tar).context("cannot compress")
-        })
+        compress_tar_part(&set.entries, compression)
     }
 }
+
+/// `entries` (small: the manifest and what goes with it) tarred without
+/// the end of the stream, compressed as one frame.
+pub(crate) fn compress_tar_part(
+    entries: &[PackEntry],
+    compression: Compression,
+) -> Result<Vec<u8>> {
+    let mut b = tar::Builder::new(Vec::new());
+    tarball::append_entries(&mut b, entries, "", &mut |_, e| open_checked(e))?;
+    let mut tar = b.into_inner().context("cannot finish the tar stream")?;
+    tar.truncate(tar.len() - TAR_TRAILER);
+    compress_part_in_jobs(compression, Vec::new(), Some(MANIFEST_JOB), |w| {
+        w.write_all(&tar).context("cannot compress")
+    })
+}
+
+/// zstd job size for the frame that holds the manifest. That frame is
+/// compressed after every other byte of the archive, so nothing overlaps
+/// it: at the default job size for level 3 (8 MiB) the 5 MB manifest of a
+/// Plone tree is one job on one core, ~45 ms. In 1 MiB jobs every worker
+/// takes a share. Jobs are cut by size, not by thread count, so the bytes
+/// stay the same on any machine.
+const MANIFEST_JOB: u32 = 1 << 20;
 
 /// Compress what `body` writes as one frame (zstd) or member (gzip).
 fn compress_part<O: Write>(
@@ -249,9 +218,24 @@ fn compress_part<O: Write>(
     out: O,
     body: impl FnOnce(&mut dyn Write) -> Result<()>,
 ) -> Result<O> {
+    compress_part_in_jobs(compression, out, None, body)
+}
+
+/// [`compress_part`], zstd cutting its input into jobs of `job_size`
+/// bytes (`None`: zstd's default for the level).
+fn compress_part_in_jobs<O: Write>(
+    compression: Compression,
+    out: O,
+    job_size: Option<u32>,
+    body: impl FnOnce(&mut dyn Write) -> Result<()>,
+) -> Result<O> {
     match compression {
         Compression::Zstd(level) => {
-            let enc = tarball::zstd_encoder(out, level, crate::reproducible::zstd_workers())?;
+            let mut enc = tarball::zstd_encoder(out, level, crate::reproducible::zstd_workers())?;
+            if let Some(size) = job_size {
+                enc.set_parameter(zstd::stream::raw::CParameter::JobSize(size))
+                    .context("zstd: cannot set the job size")?;
+            }
             let mut w = tarball::buffered(enc);
             body(&mut w)?;
             tarball::unbuffer(w)?
@@ -269,35 +253,69 @@ fn compress_part<O: Write>(
     }
 }
 
+/// Tar, hash and compress `entries` into `out` as one frame: one thread
+/// reads, hashes and tars the files (taking the entries as they come,
+/// which may be while the tree is still listed), well ahead of this one,
+/// which compresses. The two overlap like `tar | zstd`, and a deep queue
+/// between them hides the wait for a busy core. Returns `out`, the
+/// entries, and each one's sha256 (files only).
+#[allow(clippy::type_complexity)]
+pub(crate) fn part<O: Write, E: Borrow<PackEntry> + Send>(
+    entries: impl Iterator<Item = E> + Send,
+    end_stream: bool,
+    compression: Compression,
+    out: O,
+    progress: Progress,
+) -> Result<(O, Vec<E>, Vec<Option<String>>)> {
+    std::thread::scope(|scope| -> Result<_> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(QUEUE_BLOCKS);
+        let reader = scope.spawn(move || tar_hashing(entries, tx, end_stream, progress));
+        let out = compress_part(compression, out, |w| {
+            for block in rx {
+                w.write_all(&block).context("cannot compress")?;
+            }
+            Ok(())
+        });
+        // The reader's error (a file changed) explains a short stream.
+        let (entries, hashes) = reader
+            .join()
+            .map_err(|_| anyhow::anyhow!("the reading thread panicked"))??;
+        Ok((out?, entries, hashes))
+    })
+}
+
 /// Tar `entries` into blocks sent to `tx`, hashing each file as the tar
-/// writer pulls its content; returns each entry's sha256 (files only).
-/// Without `end_stream` the two zero blocks that end a tar are left out.
-fn tar_hashing(
-    entries: &[PackEntry],
+/// writer pulls its content; returns the entries and each one's sha256
+/// (files only). Without `end_stream` the two zero blocks that end a tar
+/// are left out.
+#[allow(clippy::type_complexity)]
+fn tar_hashing<E: Borrow<PackEntry>>(
+    entries: impl Iterator<Item = E>,
     tx: std::sync::mpsc::SyncSender<Vec<u8>>,
     end_stream: bool,
     progress: Progress,
-) -> Result<Vec<Option<String>>> {
-    let mut hashes: Vec<Option<String>> = vec![None; entries.len()];
-    let current = std::cell::RefCell::new(Sha256::new());
-    let mut last: Option<usize> = None;
+) -> Result<(Vec<E>, Vec<Option<String>>)> {
+    let mut kept = Vec::new();
+    let mut hashes = Vec::new();
     let mut b = tar::Builder::new(ChannelWriter {
         tx,
         block: Vec::with_capacity(BLOCK + TAR_TRAILER),
     });
-    tarball::append_entries(&mut b, entries, "", &mut |i, e| {
-        // The previous file's content has been read in full by now.
-        if let Some(j) = last.replace(i) {
-            hashes[j] = Some(hex(&current.replace(Sha256::new()).finalize()));
-        }
-        Ok(Box::new(HashingReader {
-            inner: open_checked(e)?,
-            hash: &current,
-            progress,
-        }))
-    })?;
-    if let Some(j) = last {
-        hashes[j] = Some(hex(&current.replace(Sha256::new()).finalize()));
+    for e in entries {
+        let entry: &PackEntry = e.borrow();
+        let hash = std::cell::RefCell::new(Sha256::new());
+        tarball::append_entry(&mut b, entry, "", || {
+            Ok(Box::new(HashingReader {
+                inner: open_checked(entry)?,
+                hash: &hash,
+                progress,
+            }))
+        })?;
+        hashes.push(match entry.kind {
+            EntryKind::File => Some(hex(&hash.into_inner().finalize())),
+            _ => None,
+        });
+        kept.push(e);
     }
     let mut w = b.into_inner().context("cannot finish the tar stream")?;
     if !end_stream {
@@ -306,7 +324,7 @@ fn tar_hashing(
         w.block.truncate(keep);
     }
     w.send_all()?;
-    Ok(hashes)
+    Ok((kept, hashes))
 }
 
 /// Tar output cut into blocks for the compressing thread. The last

@@ -20,16 +20,18 @@
 //! The output depends only on the input (a trial compression is as
 //! deterministic as the real one), so archives stay reproducible.
 
+use std::borrow::Borrow;
 use std::fs::File;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
+use std::sync::mpsc::{Receiver, TryRecvError};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
-use crate::manifest::{hex, EntryKind, Manifest};
-use crate::onepass::{write_with_manifest, Plan};
-use crate::packset::{PackSet, Progress};
+use crate::manifest::{hex, EntryKind, Manifest, ManifestEntry, MANIFEST_PATH};
+use crate::onepass::{self, write_with_manifest};
+use crate::packset::{manifest_entry, PackEntry, PackSet, Progress};
 use crate::tarball::Compression;
 
 /// Magic of the zstd skippable frame that fills the reserve (any of
@@ -65,44 +67,164 @@ fn write_in_place(
         finish(out)?;
         return Ok(manifest);
     }
-    let plan = Plan::new(set)?;
-    let pos = |file: &mut File| file.stream_position().context("cannot seek in the archive");
+    // The whole list is known: the manifest's reserve is estimated on
+    // another thread (a trial compression, ~15 ms on 30k entries) while
+    // the first entries are written.
+    std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        s.spawn(move || {
+            let listed = Listed::of(set.entries.iter(), set.mtime, compression);
+            let _ = tx.send(listed.map_err(|e| format!("{e:#}")));
+        });
+        let fed = write_fed(
+            set.entries.iter(),
+            rx,
+            compression,
+            file,
+            progress,
+            short_by,
+        )?;
+        Ok(fed.manifest)
+    })
+}
 
+/// What only the whole entry list tells, sent to [`write_fed`] once the
+/// list is complete: the bytes to reserve for the manifest's frame, and
+/// the timestamp of the entries the packer adds.
+pub(crate) struct Listed {
+    reserve: u64,
+    mtime: i64,
+}
+
+impl Listed {
+    /// For `entries` (the whole list, in order), `mtime` being the
+    /// archive's timestamp.
+    pub(crate) fn of<'e>(
+        entries: impl Iterator<Item = &'e PackEntry>,
+        mtime: i64,
+        compression: Compression,
+    ) -> Result<Listed> {
+        let mut stand_in = StandIn::default();
+        for e in entries {
+            stand_in.add(e);
+        }
+        stand_in.listed(mtime, compression)
+    }
+}
+
+/// The manifest's stand-in, gathered entry by entry as they are listed:
+/// the same lines, with the sha256 hex of each file's path in place of
+/// its content's (same length, similar statistics).
+#[derive(Default)]
+pub(crate) struct StandIn {
+    entries: Vec<ManifestEntry>,
+    parent: Option<PackEntry>,
+}
+
+impl StandIn {
+    pub(crate) fn add(&mut self, e: &PackEntry) {
+        if e.path == manifest_dir() {
+            self.parent = Some(e.clone());
+        }
+        let sha = (e.kind == EntryKind::File).then(|| hex(&Sha256::digest(e.path.as_bytes())));
+        self.entries.push(manifest_entry(e, sha));
+    }
+
+    /// Bytes to reserve for the manifest's compressed frame and the
+    /// skippable frame's header: a trial compression of the stand-in, plus
+    /// a margin for the hex digits' different statistics.
+    pub(crate) fn listed(self, mtime: i64, compression: Compression) -> Result<Listed> {
+        let manifest = Manifest::from_entries(self.entries);
+        let trial =
+            manifest_frame(self.parent.as_ref(), &manifest, mtime, compression)?.len() as u64;
+        Ok(Listed {
+            reserve: trial + trial / 64 + 4096 + SKIPPABLE_HEADER,
+            mtime,
+        })
+    }
+}
+
+/// The directory holding the manifest (`.bbrun`).
+fn manifest_dir() -> &'static str {
+    MANIFEST_PATH.rsplit_once('/').map_or("", |(dir, _)| dir)
+}
+
+/// What [`write_fed`] wrote: every entry as it came, and the manifest.
+pub(crate) struct Fed<E> {
+    pub(crate) entries: Vec<E>,
+    pub(crate) manifest: Manifest,
+}
+
+/// Write `entries` (sorted, no manifest among them) with their manifest as
+/// a zstd-compressed tar into `file` (empty, at offset 0), taking each
+/// entry as it comes: the list may still be growing (a tree being listed).
+/// `listed` says what the whole list decides; until it comes, the tail's
+/// compressed bytes wait in memory.
+///
+/// Three frames go to their places as soon as they can: the entries
+/// before the manifest; after a slot reserved for the manifest, the tail,
+/// streamed to the file while it is compressed; the manifest last, into
+/// its slot, the rest of which becomes a skippable frame.
+pub(crate) fn write_fed<E: Borrow<PackEntry> + Send>(
+    entries: impl Iterator<Item = E> + Send,
+    listed: Receiver<Result<Listed, String>>,
+    compression: Compression,
+    file: &mut File,
+    progress: Progress,
+    short_by: u64,
+) -> Result<Fed<E>> {
+    let mut entries = entries.peekable();
+    let mut before = Vec::new();
+    while let Some(e) = entries.next_if(|e| e.borrow().path.as_str() < MANIFEST_PATH) {
+        before.push(e);
+    }
     // The entries before the manifest (.bbrun/: index, shim, collected
     // prefixes), streamed and hashed first: their content needs no hash.
-    // The manifest's reserve is estimated meanwhile, on another thread (a
-    // trial compression: ~15 ms on 30k entries, else spent waiting).
-    let (head_hashes, reserve) = std::thread::scope(|s| -> Result<_> {
-        let reserve = s.spawn(|| reserve_for_manifest(&plan, compression));
-        let out = BufWriter::with_capacity(1 << 20, &mut *file);
-        let (out, head_hashes) = plan.before_manifest(compression, out, progress)?;
-        finish(out)?;
-        let reserve = reserve
-            .join()
-            .map_err(|_| anyhow::anyhow!("estimating the manifest's size failed"))??;
-        Ok((head_hashes, reserve.saturating_sub(short_by)))
-    })?;
-    let slot = pos(file)?;
+    let out = BufWriter::with_capacity(1 << 20, &mut *file);
+    let (out, before, before_hashes) =
+        onepass::part(before.into_iter(), false, compression, out, progress)?;
+    finish(out)?;
+    let slot = file
+        .stream_position()
+        .context("cannot seek in the archive")?;
 
     // The tail, streamed to its final place behind the manifest's slot.
-    let (end, tail_hashes) = with_syncer(file, |sync| {
-        let out =
-            BufWriter::with_capacity(1 << 20, EarlyWriteback::new(&*file, slot + reserve, sync));
-        let (out, tail_hashes) = plan.tail(compression, out, progress)?;
-        let end = out
+    let (end, reserve, listed, tail, tail_hashes) = with_syncer(file, |sync| {
+        let writer = TailWriter {
+            file: &*file,
+            slot,
+            short_by,
+            listed,
+            place: None,
+            held: Vec::new(),
+            at: 0,
+            asked: 0,
+            sync,
+        };
+        let out = BufWriter::with_capacity(1 << 20, writer);
+        let (out, tail, hashes) = onepass::part(entries, true, compression, out, progress)?;
+        let writer = out
             .into_inner()
             .map_err(|e| e.into_error())
-            .context("cannot write the archive")?
-            .at;
-        Ok((end, tail_hashes))
+            .context("cannot write the archive")?;
+        let (end, reserve, listed) = writer.finish()?;
+        Ok((end, reserve, listed, tail, hashes))
     })?;
 
     // The manifest, now that every hash is known, into its slot.
-    let mut hashes = head_hashes;
-    hashes.push(None);
-    hashes.extend(tail_hashes);
-    let manifest = plan.manifest(hashes);
-    let frame = plan.compress_manifest_entry(compression, &manifest)?;
+    let manifest = Manifest::from_entries(
+        before
+            .iter()
+            .zip(before_hashes)
+            .chain(tail.iter().zip(tail_hashes))
+            .map(|(e, sha)| manifest_entry(e.borrow(), sha))
+            .collect(),
+    );
+    let parent = before
+        .iter()
+        .map(Borrow::borrow)
+        .find(|e: &&PackEntry| e.path == manifest_dir());
+    let frame = manifest_frame(parent, &manifest, listed.mtime, compression)?;
     let need = frame.len() as u64 + SKIPPABLE_HEADER;
     let moved = if need <= reserve {
         0
@@ -125,10 +247,39 @@ fn write_in_place(
     // skippable frame's content. Leave the file offset at the end.
     file.seek(SeekFrom::Start(end + moved))
         .context("cannot seek in the archive")?;
-    Ok(manifest)
+    let mut entries = before;
+    entries.extend(tail);
+    Ok(Fed { entries, manifest })
 }
 
-/// A writer that has the file's data made durable as it goes: every
+/// The frame holding the manifest's tar entry with `manifest` as its
+/// content, preceded by the manifest's directory when the list has none
+/// (`parent`: that directory's entry, if listed). A frozen tree always
+/// has `.bbrun/`; a bare set gets it here, where nothing but names like
+/// `.bbrun.x` could sort between it and the manifest.
+fn manifest_frame(
+    parent: Option<&PackEntry>,
+    manifest: &Manifest,
+    mtime: i64,
+    compression: Compression,
+) -> Result<Vec<u8>> {
+    let mut set = PackSet {
+        entries: parent.cloned().into_iter().collect(),
+        mtime,
+        skipped_sockets: vec![],
+    };
+    let listed = set.entries.len();
+    // Refuses a `.bbrun` that is a file or a symlink.
+    set.put_file(MANIFEST_PATH, manifest.to_bytes(), Some(0o644))?;
+    onepass::compress_tar_part(&set.entries[listed..], compression)
+}
+
+/// Where the tail goes: behind the manifest's slot, whose size is known
+/// only once the list is complete (`listed`); until then the compressed
+/// bytes are held in memory (a few MB: listing is far quicker than
+/// compressing).
+///
+/// It also has the file's data made durable as it goes: every
 /// [`WRITEBACK_CHUNK`] bytes it asks a syncing thread for an `fdatasync`
 /// (skipped while one is still running), so the archive's final fsync
 /// finds little left to do. tar does not fsync at all; on an ext4 VM disk
@@ -137,9 +288,18 @@ fn write_in_place(
 /// (`sync_file_range` only writes data: the cost is committing the new
 /// file's block allocations). Synced as it grows, the last fsync takes
 /// ~6 ms. The writing thread never waits for a sync.
-struct EarlyWriteback<'a> {
+struct TailWriter<'a> {
     file: &'a File,
-    /// Offset the next write lands at.
+    /// Offset of the manifest's slot.
+    slot: u64,
+    /// Bytes taken off the reserve (tests force the tail to move).
+    short_by: u64,
+    listed: Receiver<Result<Listed, String>>,
+    /// The reserve and what the list decided, once known.
+    place: Option<(u64, Listed)>,
+    /// Compressed bytes waiting for their place.
+    held: Vec<u8>,
+    /// Offset the next write lands at, once placed.
     at: u64,
     /// Offset at the last sync request.
     asked: u64,
@@ -150,14 +310,32 @@ struct EarlyWriteback<'a> {
 /// Bytes between sync requests.
 const WRITEBACK_CHUNK: u64 = 8 << 20;
 
-impl<'a> EarlyWriteback<'a> {
-    fn new(file: &'a File, at: u64, sync: std::sync::mpsc::SyncSender<()>) -> Self {
-        EarlyWriteback {
-            file,
-            at,
-            asked: at,
-            sync,
+impl TailWriter<'_> {
+    /// The list is complete: write what was held at its place.
+    fn place(&mut self, listed: Listed) -> std::io::Result<()> {
+        let reserve = listed.reserve.saturating_sub(self.short_by);
+        let start = self.slot + reserve;
+        self.file.write_all_at(&self.held, start)?;
+        self.at = start + self.held.len() as u64;
+        self.asked = start;
+        self.held = Vec::new();
+        self.place = Some((reserve, listed));
+        Ok(())
+    }
+
+    /// The tail's end offset, the reserve, and what the list decided
+    /// (waiting for it if the tail was written first).
+    fn finish(mut self) -> Result<(u64, u64, Listed)> {
+        if self.place.is_none() {
+            let listed = match self.listed.recv() {
+                Ok(Ok(listed)) => listed,
+                Ok(Err(e)) => bail!("{e}"),
+                Err(_) => bail!("the entry list ended early"),
+            };
+            self.place(listed).context("cannot write the archive")?;
         }
+        let (reserve, listed) = self.place.take().expect("placed above");
+        Ok((self.at, reserve, listed))
     }
 }
 
@@ -179,8 +357,21 @@ fn with_syncer<T>(
     })
 }
 
-impl Write for EarlyWriteback<'_> {
+impl Write for TailWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.place.is_none() {
+            match self.listed.try_recv() {
+                Ok(Ok(listed)) => self.place(listed)?,
+                Ok(Err(e)) => return Err(std::io::Error::other(e)),
+                Err(TryRecvError::Disconnected) => {
+                    return Err(std::io::Error::other("the entry list ended early"))
+                }
+                Err(TryRecvError::Empty) => {
+                    self.held.extend_from_slice(buf);
+                    return Ok(buf.len());
+                }
+            }
+        }
         let n = self.file.write_at(buf, self.at)?;
         self.at += n as u64;
         // A full channel means a sync is running: ask again later.
@@ -197,23 +388,6 @@ impl Write for EarlyWriteback<'_> {
 
 fn finish(mut out: BufWriter<&mut File>) -> Result<()> {
     out.flush().context("cannot write the archive")
-}
-
-/// Bytes to reserve for the manifest's compressed frame and the skippable
-/// frame's header: a trial compression with a stand-in manifest of the
-/// same length (sha256 hex of each path), plus a margin for the hex
-/// digits' different statistics.
-fn reserve_for_manifest(plan: &Plan, compression: Compression) -> Result<u64> {
-    let stand_in: Vec<Option<String>> = plan
-        .entries()
-        .map(|e| match e.kind {
-            EntryKind::File => Some(hex(&Sha256::digest(e.path.as_bytes()))),
-            _ => None,
-        })
-        .collect();
-    let manifest = plan.manifest(stand_in);
-    let trial = plan.compress_manifest_entry(compression, &manifest)?.len() as u64;
-    Ok(trial + trial / 64 + 4096 + SKIPPABLE_HEADER)
 }
 
 /// Move the bytes `from..end` of `file` to start at `to` (> `from`), from
@@ -284,29 +458,78 @@ mod tests {
     }
 
     #[test]
-    fn synced_as_it_grows_the_tail_lands_where_it_was_written() {
+    fn the_tail_is_held_until_placed_then_synced_as_it_grows() {
         let f = tempfile::tempfile().unwrap();
         let data: Vec<u8> = (0..(3 * WRITEBACK_CHUNK + 12345))
             .map(|i| (i * 7 % 251) as u8)
             .collect();
-        let (end, syncs) = with_syncer(&f, |sync| {
-            let mut w = EarlyWriteback::new(&f, 4096, sync);
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let mut tx = Some(tx);
+        let (end, reserve, syncs) = with_syncer(&f, |sync| {
+            let mut w = TailWriter {
+                file: &f,
+                slot: 4096,
+                short_by: 0,
+                listed: rx,
+                place: None,
+                held: Vec::new(),
+                at: 0,
+                asked: 0,
+                sync,
+            };
             let mut asked = 0;
-            for piece in data.chunks(1 << 20) {
+            for (i, piece) in data.chunks(1 << 20).enumerate() {
+                if i == 3 {
+                    // Nothing reached the file before the list was done.
+                    assert_eq!(f.metadata().unwrap().len(), 0);
+                    assert_eq!(w.held.len(), 3 << 20);
+                    let listed = Listed {
+                        reserve: 1000,
+                        mtime: 7,
+                    };
+                    tx.take().unwrap().send(Ok(listed)).unwrap();
+                }
                 let before = w.asked;
                 w.write_all(piece).unwrap();
                 asked += usize::from(w.asked != before);
             }
-            Ok((w.at, asked))
+            let (end, reserve, listed) = w.finish()?;
+            assert_eq!(listed.mtime, 7);
+            Ok((end, reserve, asked))
         })
         .unwrap();
-        assert_eq!(end, 4096 + data.len() as u64);
+        assert_eq!(reserve, 1000);
+        assert_eq!(end, 4096 + 1000 + data.len() as u64);
         // Asked for a sync at least once (the syncing thread may have
         // been busy for some of the chunks).
         assert!(syncs >= 1, "no sync was asked for");
         let mut back = vec![0u8; data.len()];
-        f.read_exact_at(&mut back, 4096).unwrap();
+        f.read_exact_at(&mut back, 4096 + 1000).unwrap();
         assert!(back == data, "the tail's bytes moved");
+    }
+
+    #[test]
+    fn a_list_that_fails_fails_the_tail() {
+        let f = tempfile::tempfile().unwrap();
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        tx.send(Err("x: cannot read".to_string())).unwrap();
+        let err = with_syncer(&f, |sync| {
+            let mut w = TailWriter {
+                file: &f,
+                slot: 0,
+                short_by: 0,
+                listed: rx,
+                place: None,
+                held: Vec::new(),
+                at: 0,
+                asked: 0,
+                sync,
+            };
+            w.write_all(b"abc")?;
+            Ok(())
+        })
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("x: cannot read"), "{err:#}");
     }
 
     #[test]

@@ -48,6 +48,28 @@ pub struct PackEntry {
     pub mtime: i64,
 }
 
+impl PackEntry {
+    /// The entry for a listed item, its mtime clamped to `clamp` (see
+    /// [`crate::reproducible::entry_mtime`]); read from disk if a file.
+    pub fn from_item(i: walk::TreeItem, clamp: Option<i64>) -> PackEntry {
+        PackEntry {
+            mtime: crate::reproducible::entry_mtime(i.mtime, clamp),
+            source: match i.kind {
+                EntryKind::File => Source::Disk {
+                    path: i.abs,
+                    mtime: i.mtime,
+                },
+                _ => Source::None,
+            },
+            path: i.path,
+            kind: i.kind,
+            mode: i.mode,
+            size: i.size,
+            target: i.target,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct PackSet {
     /// Sorted by path.
@@ -73,21 +95,7 @@ impl PackSet {
         let clamp = crate::reproducible::source_date_epoch()?;
         let entries = items
             .into_iter()
-            .map(|i| PackEntry {
-                mtime: crate::reproducible::entry_mtime(i.mtime, clamp),
-                source: match i.kind {
-                    EntryKind::File => Source::Disk {
-                        path: i.abs,
-                        mtime: i.mtime,
-                    },
-                    _ => Source::None,
-                },
-                path: i.path,
-                kind: i.kind,
-                mode: i.mode,
-                size: i.size,
-                target: i.target,
-            })
+            .map(|i| PackEntry::from_item(i, clamp))
             .collect();
         Ok(PackSet {
             entries,

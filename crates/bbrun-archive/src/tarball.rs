@@ -74,6 +74,20 @@ pub fn append_entries<'a, W: Write>(
     prefix: &str,
     open: &mut Opener<'a, '_>,
 ) -> Result<()> {
+    for (i, e) in entries.iter().enumerate() {
+        append_entry(b, e, prefix, || open(i, e))?;
+    }
+    Ok(())
+}
+
+/// Append one entry (under `prefix`, if not empty) to `b`; a file's
+/// content is read from what `open` returns.
+pub fn append_entry<'r, W: Write>(
+    b: &mut tar::Builder<W>,
+    e: &PackEntry,
+    prefix: &str,
+    open: impl FnOnce() -> Result<Box<dyn Read + 'r>>,
+) -> Result<()> {
     let name = |p: &str| -> String {
         if prefix.is_empty() {
             p.to_string()
@@ -81,40 +95,38 @@ pub fn append_entries<'a, W: Write>(
             format!("{prefix}/{p}")
         }
     };
-    for (i, e) in entries.iter().enumerate() {
-        let path = name(&e.path);
-        let ctx = || format!("{}: cannot write tar entry", e.path);
-        match e.kind {
-            EntryKind::Dir => {
-                let mut h = header(EntryType::Directory, e.mode, 0, e.mtime.max(0) as u64);
-                b.append_data(&mut h, format!("{path}/"), std::io::empty())
+    let path = name(&e.path);
+    let ctx = || format!("{}: cannot write tar entry", e.path);
+    match e.kind {
+        EntryKind::Dir => {
+            let mut h = header(EntryType::Directory, e.mode, 0, e.mtime.max(0) as u64);
+            b.append_data(&mut h, format!("{path}/"), std::io::empty())
+                .with_context(ctx)?;
+        }
+        EntryKind::File => {
+            let mut h = header(EntryType::Regular, e.mode, e.size, e.mtime.max(0) as u64);
+            let reader = open()?;
+            b.append_data(&mut h, &path, reader).with_context(ctx)?;
+        }
+        EntryKind::Symlink => {
+            let mut h = header(EntryType::Symlink, e.mode, 0, e.mtime.max(0) as u64);
+            let target = e.target.as_deref().unwrap_or_default();
+            // The target exactly as stored (`./x`, `a//b` stay so): the
+            // crate's set_link_name would tidy it, and the manifest and
+            // verify compare the literal text. Longer targets go into a
+            // GNU long-link record, which the crate writes verbatim.
+            if target.len() <= 100 {
+                h.set_link_name_literal(target).with_context(ctx)?;
+                b.append_data(&mut h, &path, std::io::empty())
                     .with_context(ctx)?;
-            }
-            EntryKind::File => {
-                let mut h = header(EntryType::Regular, e.mode, e.size, e.mtime.max(0) as u64);
-                let reader = open(i, e)?;
-                b.append_data(&mut h, &path, reader).with_context(ctx)?;
-            }
-            EntryKind::Symlink => {
-                let mut h = header(EntryType::Symlink, e.mode, 0, e.mtime.max(0) as u64);
-                let target = e.target.as_deref().unwrap_or_default();
-                // The target exactly as stored (`./x`, `a//b` stay so): the
-                // crate's set_link_name would tidy it, and the manifest and
-                // verify compare the literal text. Longer targets go into a
-                // GNU long-link record, which the crate writes verbatim.
-                if target.len() <= 100 {
-                    h.set_link_name_literal(target).with_context(ctx)?;
-                    b.append_data(&mut h, &path, std::io::empty())
-                        .with_context(ctx)?;
-                } else {
-                    b.append_link(&mut h, &path, target).with_context(ctx)?;
-                }
-            }
-            EntryKind::Hardlink => {
-                let mut h = header(EntryType::Link, e.mode, 0, e.mtime.max(0) as u64);
-                let target = name(e.target.as_deref().unwrap_or_default());
+            } else {
                 b.append_link(&mut h, &path, target).with_context(ctx)?;
             }
+        }
+        EntryKind::Hardlink => {
+            let mut h = header(EntryType::Link, e.mode, 0, e.mtime.max(0) as u64);
+            let target = name(e.target.as_deref().unwrap_or_default());
+            b.append_link(&mut h, &path, target).with_context(ctx)?;
         }
     }
     Ok(())

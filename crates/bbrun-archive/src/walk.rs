@@ -84,34 +84,90 @@ pub fn walk_noting_sockets(root: &Path) -> Result<(Vec<TreeItem>, Vec<String>)> 
         }
     }
     items.sort_by(|a, b| a.0.path.cmp(&b.0.path));
-    // The first name (in sorted order) of an inode is the file; the later
-    // ones link to it.
-    let mut first_name: HashMap<(u64, u64), String> = HashMap::new();
     sockets.sort();
+    let mut first_names = FirstNames::default();
     let items = items
         .into_iter()
-        .map(|(mut item, (dev, ino, nlink))| {
-            if item.kind == EntryKind::File && nlink > 1 {
-                match first_name.get(&(dev, ino)) {
-                    Some(first) => {
-                        item.kind = EntryKind::Hardlink;
-                        item.size = 0;
-                        item.target = Some(first.clone());
-                    }
-                    None => {
-                        first_name.insert((dev, ino), item.path.clone());
-                    }
-                }
-            }
+        .map(|(mut item, identity)| {
+            first_names.name(&mut item, identity);
             item
         })
         .collect();
     Ok((items, sockets))
 }
 
+/// Every entry below `root`, handed to `sink` in sorted order as the walk
+/// reaches it (not yet hardlink-resolved: see [`FirstNames`]), sockets
+/// included. A directory is listed when its turn comes, so a consumer
+/// starts on the first entries while the rest of the tree is unlisted.
+///
+/// The order is byte order on the whole path: within a directory each
+/// entry sorts at its name and a subdirectory's content at its name
+/// followed by `/`, after siblings such as `name.b` or `name-x`.
+pub fn walk_sorted(root: &Path, sink: &mut dyn FnMut(Found) -> Result<()>) -> Result<()> {
+    walk_sorted_below(root, root, sink)
+}
+
+fn walk_sorted_below(
+    root: &Path,
+    dir: &Path,
+    sink: &mut dyn FnMut(Found) -> Result<()>,
+) -> Result<()> {
+    enum Step {
+        Emit(Found),
+        Descend(PathBuf),
+    }
+    let mut steps: Vec<(String, Step)> = Vec::new();
+    for found in list_dir(root, dir)? {
+        if let Found::Item(item, _) = &found {
+            if item.kind == EntryKind::Dir {
+                steps.push((format!("{}/", item.path), Step::Descend(item.abs.clone())));
+            }
+        }
+        let key = match &found {
+            Found::Item(item, _) => item.path.clone(),
+            Found::Socket(rel) => rel.clone(),
+        };
+        steps.push((key, Step::Emit(found)));
+    }
+    steps.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    for (_, step) in steps {
+        match step {
+            Step::Emit(found) => sink(found)?,
+            Step::Descend(sub) => walk_sorted_below(root, &sub, sink)?,
+        }
+    }
+    Ok(())
+}
+
+/// Hardlink resolution in sorted order: the first name of an inode is
+/// the file; its later names link to it.
+#[derive(Default)]
+pub struct FirstNames(HashMap<(u64, u64), String>);
+
+impl FirstNames {
+    /// Make `item` a hardlink to the first name of its inode if one came
+    /// before it (items must come in sorted order).
+    pub fn name(&mut self, item: &mut TreeItem, (dev, ino, nlink): (u64, u64, u64)) {
+        if item.kind != EntryKind::File || nlink <= 1 {
+            return;
+        }
+        match self.0.get(&(dev, ino)) {
+            Some(first) => {
+                item.kind = EntryKind::Hardlink;
+                item.size = 0;
+                item.target = Some(first.clone());
+            }
+            None => {
+                self.0.insert((dev, ino), item.path.clone());
+            }
+        }
+    }
+}
+
 /// What listing a directory finds: an entry with its inode identity
 /// (device, inode, link count) for hardlink detection, or a socket.
-enum Found {
+pub enum Found {
     Item(TreeItem, (u64, u64, u64)),
     Socket(String),
 }
@@ -120,10 +176,28 @@ enum Found {
 /// listed in parallel: a tree of 30k files costs ~60 ms of `stat`s on one
 /// core, time in which `bbrun pack` has nothing else to do.
 fn list_below(root: &Path, dir: &Path) -> Result<Vec<Found>> {
+    let mut found = list_dir(root, dir)?;
+    let subdirs: Vec<PathBuf> = found
+        .iter()
+        .filter_map(|f| match f {
+            Found::Item(item, _) if item.kind == EntryKind::Dir => Some(item.abs.clone()),
+            _ => None,
+        })
+        .collect();
+    use rayon::prelude::*;
+    let below = subdirs
+        .par_iter()
+        .map(|d| list_below(root, d))
+        .collect::<Result<Vec<_>>>()?;
+    found.extend(below.into_iter().flatten());
+    Ok(found)
+}
+
+/// The entries of `dir` itself, in directory order.
+fn list_dir(root: &Path, dir: &Path) -> Result<Vec<Found>> {
     let cannot_read =
         |at: &Path, e: std::io::Error| anyhow::anyhow!("{}: cannot read ({e})", at.display());
     let mut found = Vec::new();
-    let mut subdirs = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|e| cannot_read(dir, e))? {
         let entry = entry.map_err(|e| cannot_read(dir, e))?;
         // Debris of killed runs is never content (see `is_debris`).
@@ -145,7 +219,6 @@ fn list_below(root: &Path, dir: &Path) -> Result<Vec<Found>> {
             .with_context(|| format!("{}: cannot stat", abs.display()))?;
         let ft = meta.file_type();
         let (kind, size, target) = if ft.is_dir() {
-            subdirs.push(abs.clone());
             (EntryKind::Dir, 0, None)
         } else if ft.is_symlink() {
             let t = std::fs::read_link(&abs)
@@ -177,12 +250,6 @@ fn list_below(root: &Path, dir: &Path) -> Result<Vec<Found>> {
         };
         found.push(Found::Item(item, identity));
     }
-    use rayon::prelude::*;
-    let below = subdirs
-        .par_iter()
-        .map(|d| list_below(root, d))
-        .collect::<Result<Vec<_>>>()?;
-    found.extend(below.into_iter().flatten());
     Ok(found)
 }
 
@@ -212,6 +279,56 @@ mod tests {
         assert_eq!(items[2].target.as_deref(), Some("a.b"));
         assert_eq!(items[3].kind, EntryKind::Symlink);
         assert_eq!(items[3].target.as_deref(), Some("a/z"));
+    }
+
+    #[test]
+    fn the_sorted_walk_yields_the_sorted_listing() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        // Names that sort between a directory and its content: `a.b`,
+        // `a-c`, `a!` come after `a` but before `a/...`.
+        for dir in ["a/x", "a/x.y", "a-c/q", "b", "a/x/deep"] {
+            std::fs::create_dir_all(r.join(dir)).unwrap();
+        }
+        for f in [
+            "a/x/deep/f",
+            "a/x0",
+            "a/x.y/g",
+            "a.b",
+            "a!",
+            "a-c/q/h",
+            "b/z",
+            "a/x/ff",
+        ] {
+            std::fs::write(r.join(f), f).unwrap();
+        }
+        std::fs::hard_link(r.join("a/x0"), r.join("a!x")).unwrap();
+        std::os::unix::fs::symlink("b", r.join("a/x/l")).unwrap();
+        let _l = std::os::unix::net::UnixListener::bind(r.join("a/x/s.sock")).unwrap();
+        let (want, want_sockets) = walk_noting_sockets(r).unwrap();
+        let mut got = Vec::new();
+        let mut sockets = Vec::new();
+        let mut first_names = FirstNames::default();
+        walk_sorted(r, &mut |found| {
+            match found {
+                Found::Item(mut item, identity) => {
+                    first_names.name(&mut item, identity);
+                    got.push(item);
+                }
+                Found::Socket(rel) => sockets.push(rel),
+            }
+            Ok(())
+        })
+        .unwrap();
+        let show = |items: &[TreeItem]| -> Vec<String> {
+            items
+                .iter()
+                .map(|i| format!("{} {:?} {:?}", i.path, i.kind, i.target))
+                .collect()
+        };
+        assert_eq!(show(&got), show(&want));
+        assert_eq!(sockets, want_sockets);
+        assert!(got.iter().any(|i| i.kind == EntryKind::Hardlink));
     }
 
     #[test]

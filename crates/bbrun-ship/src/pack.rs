@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use anyhow::{bail, Context, Result};
 use bbrun_archive::deb::{self, DebMeta};
 use bbrun_archive::manifest::{EntryKind, MANIFEST_PATH};
-use bbrun_archive::onepass_file;
+use bbrun_archive::onepass_tree::{self, TreePack};
 use bbrun_archive::packset::PackSet;
 use bbrun_archive::rpmpkg::{self, RpmMeta};
 use bbrun_archive::tarball::Compression;
@@ -91,8 +91,12 @@ pub struct PackageOptions {
 pub trait Watch: Sync {
     /// A line worth telling the user before the work starts.
     fn note(&self, line: &str);
-    /// The work begins: `total` bytes will be read.
-    fn start(&self, total: u64);
+    /// The work begins: `total` bytes will be read (`None`: known later,
+    /// through [`Watch::total`]).
+    fn start(&self, total: Option<u64>);
+    /// The bytes to read are now known (an archive learns it once the
+    /// tree is listed, while it is being written).
+    fn total(&self, total: u64);
     /// A new phase (`hashing`, `writing`).
     fn phase(&self, name: &'static str);
     /// `done` of `total` bytes are read so far.
@@ -173,146 +177,74 @@ pub fn pack(opts: &PackOptions, watch: &dyn Watch) -> Result<Summary> {
         bail!("--with-data applies to tar.zst and tar.gz: a package never ships state (its post-install script creates the state directories)");
     }
 
-    let mut set = PackSet::from_tree(&root)?;
-    for s in &set.skipped_sockets {
-        watch.note(&format!(
-            "{}: socket left out of the archive",
-            root.join(s).display()
-        ));
-    }
-    let stripped = packstate::strip(
-        &mut set,
-        &map.state,
-        opts.with_data,
-        opts.format.is_package(),
-    );
+    let package = opts.format.is_package();
+    // A package lists, hashes, then writes (its containers need sizes up
+    // front); an archive is written while the tree is listed.
+    let mut listed = None;
+    let mut stripped = packstate::Stripped::default();
     let mut pkg = None;
-    if opts.format.is_package() {
-        let name = opts
-            .pkg
-            .name
-            .clone()
-            .unwrap_or_else(|| package::default_name(&root));
-        let prefix = package::check_prefix(
-            &opts
-                .pkg
-                .prefix
-                .clone()
-                .unwrap_or_else(|| format!("/opt/{name}")),
-        )?;
-        let rewritten = package::prepare_for_prefix(&mut set, &root, &map, &prefix)?;
-        let (deb_arch, rpm_arch) = package::machine_arch();
-        let python = (!opts.pkg.no_python_depends)
-            .then(|| package::interpreter_depends(&map))
-            .flatten();
-        let mut depends: Vec<String> = match (opts.format, python) {
-            (Format::Deb, Some((d, _))) => vec![d],
-            (Format::Rpm, Some((_, r))) => vec![r],
-            _ => vec![],
-        };
-        depends.extend(opts.pkg.depends.iter().cloned());
-        pkg = Some(PackageSummary {
-            arch: opts.pkg.arch.clone().unwrap_or_else(|| {
-                if opts.format == Format::Deb {
-                    deb_arch
-                } else {
-                    rpm_arch
-                }
-                .to_string()
-            }),
-            name,
-            version: opts.pkg.version.clone(),
-            prefix,
-            depends,
-            rewritten_files: rewritten,
-            state_dirs: stripped.dirs.iter().map(|(d, _)| d.clone()).collect(),
-            config_files: package::config_files(&set, &root, &map)?,
-        });
+    if package {
+        let mut set = PackSet::from_tree(&root)?;
+        note_sockets(watch, &root, &set.skipped_sockets);
+        stripped = packstate::strip(&mut set, &map.state, false, true);
+        pkg = Some(package_summary(opts, &mut set, &root, &map, &stripped)?);
+        listed = Some(set);
     }
+    let output = output_path(opts, &root, pkg.as_ref())?;
 
-    let output = match &opts.output {
-        Some(o) => fsutil::absolute_lexical(o)?,
-        None => std::env::current_dir()?.join(default_output(opts, &root, pkg.as_ref())),
-    };
-    if output.starts_with(&root) {
-        bail!(
-            "{}: the output is inside the tree being packed; write it elsewhere (-o)",
-            output.display()
-        );
-    }
-    if output.is_dir() {
-        bail!(
-            "{}: is a directory; give a file name with -o",
-            output.display()
-        );
-    }
-
-    // A tar archive is written in one read of the tree, hashing as it
-    // goes (bbrun_archive::onepass_file); packages hash first, then write.
-    let one_pass = matches!(opts.format, Format::TarZst | Format::TarGz);
-    let passes = if one_pass { 1 } else { 2 };
-    watch.start(set.content_bytes() * passes);
     let done = AtomicU64::new(0);
     let progress = |n: u64| {
         let total = done.fetch_add(n, Ordering::Relaxed) + n;
         watch.position(total);
     };
-    if !one_pass {
-        watch.phase("hashing");
-        set.add_manifest(&progress)?;
-    }
-    watch.phase("writing");
-
-    let mut manifest = None;
-    write_atomically(&output, |out| match opts.format {
-        Format::TarZst | Format::TarGz => {
-            // Nothing is buffered yet: the tail is written in place.
-            let m = onepass_file::write_with_manifest_to_file(
-                &set,
-                compression,
-                out.get_mut(),
-                &progress,
-            )?;
-            manifest = Some(m);
-            Ok(())
+    let set = match listed {
+        Some(mut set) => {
+            watch.start(Some(set.content_bytes() * 2));
+            watch.phase("hashing");
+            set.add_manifest(&progress)?;
+            watch.phase("writing");
+            let p = pkg.as_ref().expect("package metadata");
+            write_atomically(&output, |out| {
+                write_package(opts, p, &stripped, &set, compression, out, &progress)
+            })?;
+            watch.finish();
+            set
         }
-        Format::Deb => {
-            let p = pkg.as_ref().expect("package metadata for deb");
-            let meta = DebMeta {
-                name: p.name.clone(),
-                version: p.version.clone(),
-                arch: p.arch.clone(),
-                maintainer: opts.pkg.maintainer.clone(),
-                description: description(opts, &p.name),
-                depends: p.depends.clone(),
-                state: package_state(p, &stripped),
+        None => {
+            // State is left out as the tree is listed (see packstate).
+            let choices = std::sync::Mutex::new(packstate::Stripped::default());
+            let keep = |path: &str, kind: EntryKind| {
+                let choice = packstate::archive_choice(&map.state, opts.with_data, path, kind);
+                if let Ok(mut c) = choices.lock() {
+                    c.note(path, choice);
+                }
+                !matches!(choice, packstate::ArchiveChoice::LeaveOut(_))
             };
-            deb::write_deb(&set, &meta, &p.prefix, compression, out, &progress)
+            watch.start(None);
+            watch.phase("writing");
+            let mut packed = None;
+            write_atomically(&output, |out| {
+                // Nothing is buffered yet: the tail is written in place.
+                let tree = onepass_tree::write_tree_to_file(
+                    &root,
+                    &keep,
+                    compression,
+                    out.get_mut(),
+                    &progress,
+                    &|total| watch.total(total),
+                )?;
+                packed = Some(tree);
+                Ok(())
+            })?;
+            watch.finish();
+            stripped = choices.into_inner().unwrap_or_default();
+            let TreePack { mut set, manifest } = packed.expect("written above");
+            note_sockets(watch, &root, &set.skipped_sockets);
+            // The summary counts the manifest like any packed file.
+            set.put_file(MANIFEST_PATH, manifest.to_bytes(), Some(0o644))?;
+            set
         }
-        Format::Rpm => {
-            let p = pkg.as_ref().expect("package metadata for rpm");
-            let meta = RpmMeta {
-                name: p.name.clone(),
-                version: p.version.clone(),
-                release: opts.pkg.release.clone(),
-                arch: p.arch.clone(),
-                license: opts.pkg.license.clone(),
-                description: description(opts, &p.name),
-                requires: p.depends.clone(),
-                state: package_state(p, &stripped),
-            };
-            let level = match compression {
-                Compression::Zstd(l) => l,
-                Compression::Gzip(_) => 3,
-            };
-            rpmpkg::write_rpm(&set, &meta, &p.prefix, level, out, &progress)
-        }
-    })?;
-    watch.finish();
-    if let Some(m) = manifest {
-        // The summary below counts the manifest like any packed file.
-        set.put_file(MANIFEST_PATH, m.to_bytes(), Some(0o644))?;
-    }
+    };
 
     let bytes = std::fs::metadata(&output)
         .with_context(|| format!("{}: cannot stat", output.display()))?
@@ -343,6 +275,130 @@ pub fn pack(opts: &PackOptions, watch: &dyn Watch) -> Result<Summary> {
         data_packed: stripped.data_packed.clone(),
         package: pkg,
     })
+}
+
+fn note_sockets(watch: &dyn Watch, root: &Path, sockets: &[String]) {
+    for s in sockets {
+        watch.note(&format!(
+            "{}: socket left out of the archive",
+            root.join(s).display()
+        ));
+    }
+}
+
+/// Prepare `set` for the package's prefix and describe the package.
+fn package_summary(
+    opts: &PackOptions,
+    set: &mut PackSet,
+    root: &Path,
+    map: &map::RelocationMap,
+    stripped: &packstate::Stripped,
+) -> Result<PackageSummary> {
+    let name = opts
+        .pkg
+        .name
+        .clone()
+        .unwrap_or_else(|| package::default_name(root));
+    let prefix = package::check_prefix(
+        &opts
+            .pkg
+            .prefix
+            .clone()
+            .unwrap_or_else(|| format!("/opt/{name}")),
+    )?;
+    let rewritten = package::prepare_for_prefix(set, root, map, &prefix)?;
+    let (deb_arch, rpm_arch) = package::machine_arch();
+    let python = (!opts.pkg.no_python_depends)
+        .then(|| package::interpreter_depends(map))
+        .flatten();
+    let mut depends: Vec<String> = match (opts.format, python) {
+        (Format::Deb, Some((d, _))) => vec![d],
+        (Format::Rpm, Some((_, r))) => vec![r],
+        _ => vec![],
+    };
+    depends.extend(opts.pkg.depends.iter().cloned());
+    Ok(PackageSummary {
+        arch: opts.pkg.arch.clone().unwrap_or_else(|| {
+            if opts.format == Format::Deb {
+                deb_arch
+            } else {
+                rpm_arch
+            }
+            .to_string()
+        }),
+        name,
+        version: opts.pkg.version.clone(),
+        prefix,
+        depends,
+        rewritten_files: rewritten,
+        state_dirs: stripped.dirs.iter().map(|(d, _)| d.clone()).collect(),
+        config_files: package::config_files(set, root, map)?,
+    })
+}
+
+/// Where the artifact goes; never inside the tree.
+fn output_path(opts: &PackOptions, root: &Path, pkg: Option<&PackageSummary>) -> Result<PathBuf> {
+    let output = match &opts.output {
+        Some(o) => fsutil::absolute_lexical(o)?,
+        None => std::env::current_dir()?.join(default_output(opts, root, pkg)),
+    };
+    if output.starts_with(root) {
+        bail!(
+            "{}: the output is inside the tree being packed; write it elsewhere (-o)",
+            output.display()
+        );
+    }
+    if output.is_dir() {
+        bail!(
+            "{}: is a directory; give a file name with -o",
+            output.display()
+        );
+    }
+    Ok(output)
+}
+
+/// Write `set` (its manifest added) as the .deb or .rpm `p` describes.
+fn write_package(
+    opts: &PackOptions,
+    p: &PackageSummary,
+    stripped: &packstate::Stripped,
+    set: &PackSet,
+    compression: Compression,
+    out: &mut BufWriter<std::fs::File>,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<()> {
+    match opts.format {
+        Format::Deb => {
+            let meta = DebMeta {
+                name: p.name.clone(),
+                version: p.version.clone(),
+                arch: p.arch.clone(),
+                maintainer: opts.pkg.maintainer.clone(),
+                description: description(opts, &p.name),
+                depends: p.depends.clone(),
+                state: package_state(p, stripped),
+            };
+            deb::write_deb(set, &meta, &p.prefix, compression, out, progress)
+        }
+        Format::Rpm => {
+            let meta = RpmMeta {
+                name: p.name.clone(),
+                version: p.version.clone(),
+                release: opts.pkg.release.clone(),
+                arch: p.arch.clone(),
+                license: opts.pkg.license.clone(),
+                description: description(opts, &p.name),
+                requires: p.depends.clone(),
+                state: package_state(p, stripped),
+            };
+            let level = match compression {
+                Compression::Zstd(l) => l,
+                Compression::Gzip(_) => 3,
+            };
+            rpmpkg::write_rpm(set, &meta, &p.prefix, level, out, progress)
+        }
+        Format::TarZst | Format::TarGz => bail!("{}: not a package format", opts.format.as_str()),
+    }
 }
 
 fn package_state(

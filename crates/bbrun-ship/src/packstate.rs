@@ -22,6 +22,47 @@ pub struct Stripped {
     pub dirs: Vec<(String, u32)>,
 }
 
+/// What an archive does with one entry of the tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchiveChoice {
+    Pack,
+    /// Data packed as the initial state (`--with-data`).
+    PackData,
+    LeaveOut(StateClass),
+}
+
+/// What an archive (not a package) does with the entry at `path`: state
+/// directories stay, empty; data goes in only `with_data`; other state
+/// never.
+pub fn archive_choice(
+    policy: &StatePolicy,
+    with_data: bool,
+    path: &str,
+    kind: EntryKind,
+) -> ArchiveChoice {
+    choose(policy.class_of(path), kind, with_data)
+}
+
+fn choose(class: Option<StateClass>, kind: EntryKind, with_data: bool) -> ArchiveChoice {
+    match class {
+        None => ArchiveChoice::Pack,
+        Some(_) if kind == EntryKind::Dir => ArchiveChoice::Pack,
+        Some(StateClass::Data) if with_data => ArchiveChoice::PackData,
+        Some(class) => ArchiveChoice::LeaveOut(class),
+    }
+}
+
+impl Stripped {
+    /// Record what was chosen for `path` (files left out, data packed).
+    pub fn note(&mut self, path: &str, choice: ArchiveChoice) {
+        match choice {
+            ArchiveChoice::Pack => {}
+            ArchiveChoice::PackData => self.data_packed.push(path.to_string()),
+            ArchiveChoice::LeaveOut(class) => self.left_out.push((path.to_string(), class)),
+        }
+    }
+}
+
 /// Take the state out of `set` (the tree's entries).
 pub fn strip(set: &mut PackSet, policy: &StatePolicy, with_data: bool, package: bool) -> Stripped {
     let mut out = Stripped::default();
@@ -32,19 +73,14 @@ pub fn strip(set: &mut PackSet, policy: &StatePolicy, with_data: bool, package: 
         .map(|e| (e.path.clone(), e.kind, e.mode, policy.class_of(&e.path)))
         .collect();
     for (path, kind, mode, class) in classes {
-        let Some(class) = class else { continue };
-        if kind == EntryKind::Dir {
-            if package {
-                state_dirs.push((path, mode));
-            }
-            continue;
+        if package && kind == EntryKind::Dir && class.is_some() {
+            state_dirs.push((path.clone(), mode));
         }
-        if class == StateClass::Data && with_data && !package {
-            out.data_packed.push(path);
-            continue;
+        let choice = choose(class, kind, with_data && !package);
+        if let ArchiveChoice::LeaveOut(_) = choice {
+            set.remove(&path);
         }
-        set.remove(&path);
-        out.left_out.push((path, class));
+        out.note(&path, choice);
     }
     // A package leaves out the state directories too, unless something
     // packed lives below one (a `--not-state` path inside var/).

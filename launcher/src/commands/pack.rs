@@ -145,9 +145,16 @@ pub fn run(args: Args) -> Result<i32> {
         if let (Some(t0), Some(t1), Some(t2)) =
             (watch.started.get(), watch.writing.get(), watch.done.get())
         {
+            // An archive is listed while it is written: its listing ends
+            // inside the writing phase.
+            let listed = watch
+                .listed
+                .get()
+                .map_or(0.0, |t| (*t - begun).as_secs_f64());
             eprintln!(
-                "bbrun pack: listing {:.2}s, hashing {:.2}s, writing {:.2}s, finishing {:.2}s",
+                "bbrun pack: before work {:.2}s, listed at {:.2}s, hashing {:.2}s, writing {:.2}s, finishing {:.2}s",
                 (*t0 - begun).as_secs_f64(),
+                listed,
                 (*t1 - *t0).as_secs_f64(),
                 (*t2 - *t1).as_secs_f64(),
                 (ended - *t2).as_secs_f64()
@@ -186,6 +193,7 @@ fn print_summary(s: &Summary, data_has_a_place: bool) {
 struct Bar {
     bar: OnceLock<indicatif::ProgressBar>,
     started: OnceLock<Instant>,
+    listed: OnceLock<Instant>,
     writing: OnceLock<Instant>,
     done: OnceLock<Instant>,
 }
@@ -195,8 +203,15 @@ impl Watch for Bar {
         eprintln!("bbrun: note: {line}");
     }
 
-    fn start(&self, total: u64) {
+    fn start(&self, total: Option<u64>) {
         let _ = self.started.set(Instant::now());
+        if let Some(total) = total {
+            self.total(total);
+        }
+    }
+
+    fn total(&self, total: u64) {
+        let _ = self.listed.set(Instant::now());
         let _ = self.bar.set(progress_bar(total));
     }
 
