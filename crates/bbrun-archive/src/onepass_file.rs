@@ -190,17 +190,7 @@ pub(crate) fn write_fed<E: Borrow<PackEntry> + Send>(
 
     // The tail, streamed to its final place behind the manifest's slot.
     let (end, reserve, listed, tail, tail_hashes) = with_syncer(file, |sync| {
-        let writer = TailWriter {
-            file: &*file,
-            slot,
-            short_by,
-            listed,
-            place: None,
-            held: Vec::new(),
-            at: 0,
-            asked: 0,
-            sync,
-        };
+        let writer = TailWriter::new(&*file, slot, short_by, listed, sync);
         let out = BufWriter::with_capacity(1 << 20, writer);
         let (out, tail, hashes) = onepass::part(entries, true, compression, out, progress)?;
         let writer = out
@@ -310,7 +300,27 @@ struct TailWriter<'a> {
 /// Bytes between sync requests.
 const WRITEBACK_CHUNK: u64 = 8 << 20;
 
-impl TailWriter<'_> {
+impl<'a> TailWriter<'a> {
+    fn new(
+        file: &'a File,
+        slot: u64,
+        short_by: u64,
+        listed: Receiver<Result<Listed, String>>,
+        sync: std::sync::mpsc::SyncSender<()>,
+    ) -> Self {
+        TailWriter {
+            file,
+            slot,
+            short_by,
+            listed,
+            place: None,
+            held: Vec::new(),
+            at: 0,
+            asked: 0,
+            sync,
+        }
+    }
+
     /// The list is complete: write what was held at its place.
     fn place(&mut self, listed: Listed) -> std::io::Result<()> {
         let reserve = listed.reserve.saturating_sub(self.short_by);
@@ -466,17 +476,7 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let mut tx = Some(tx);
         let (end, reserve, syncs) = with_syncer(&f, |sync| {
-            let mut w = TailWriter {
-                file: &f,
-                slot: 4096,
-                short_by: 0,
-                listed: rx,
-                place: None,
-                held: Vec::new(),
-                at: 0,
-                asked: 0,
-                sync,
-            };
+            let mut w = TailWriter::new(&f, 4096, 0, rx, sync);
             let mut asked = 0;
             for (i, piece) in data.chunks(1 << 20).enumerate() {
                 if i == 3 {
@@ -514,17 +514,7 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         tx.send(Err("x: cannot read".to_string())).unwrap();
         let err = with_syncer(&f, |sync| {
-            let mut w = TailWriter {
-                file: &f,
-                slot: 0,
-                short_by: 0,
-                listed: rx,
-                place: None,
-                held: Vec::new(),
-                at: 0,
-                asked: 0,
-                sync,
-            };
+            let mut w = TailWriter::new(&f, 0, 0, rx, sync);
             w.write_all(b"abc")?;
             Ok(())
         })
