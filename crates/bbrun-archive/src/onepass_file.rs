@@ -26,7 +26,7 @@ use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::sync::mpsc::{Receiver, TryRecvError};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
 use crate::manifest::{hex, EntryKind, Manifest, ManifestEntry, MANIFEST_PATH};
@@ -299,6 +299,9 @@ struct TailWriter<'a> {
 
 /// Bytes between sync requests.
 const WRITEBACK_CHUNK: u64 = 8 << 20;
+/// Compressed bytes the tail may hold before its place is known; past it
+/// the compressor waits for the listing.
+const HOLD_AT_MOST: usize = 64 << 20;
 
 impl<'a> TailWriter<'a> {
     fn new(
@@ -337,15 +340,20 @@ impl<'a> TailWriter<'a> {
     /// (waiting for it if the tail was written first).
     fn finish(mut self) -> Result<(u64, u64, Listed)> {
         if self.place.is_none() {
-            let listed = match self.listed.recv() {
-                Ok(Ok(listed)) => listed,
-                Ok(Err(e)) => bail!("{e}"),
-                Err(_) => bail!("the entry list ended early"),
-            };
+            let listed = listed_or_error(self.listed.recv().ok())?;
             self.place(listed).context("cannot write the archive")?;
         }
         let (reserve, listed) = self.place.take().expect("placed above");
         Ok((self.at, reserve, listed))
+    }
+}
+
+/// What the listing sent (`None`: it ended without a word).
+fn listed_or_error(got: Option<Result<Listed, String>>) -> std::io::Result<Listed> {
+    match got {
+        Some(Ok(listed)) => Ok(listed),
+        Some(Err(e)) => Err(std::io::Error::other(e)),
+        None => Err(std::io::Error::other("the entry list ended early")),
     }
 }
 
@@ -370,17 +378,18 @@ fn with_syncer<T>(
 impl Write for TailWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         if self.place.is_none() {
-            match self.listed.try_recv() {
-                Ok(Ok(listed)) => self.place(listed)?,
-                Ok(Err(e)) => return Err(std::io::Error::other(e)),
-                Err(TryRecvError::Disconnected) => {
-                    return Err(std::io::Error::other("the entry list ended early"))
-                }
-                Err(TryRecvError::Empty) => {
+            let got = match self.listed.try_recv() {
+                Err(TryRecvError::Empty) if self.held.len() < HOLD_AT_MOST => {
                     self.held.extend_from_slice(buf);
                     return Ok(buf.len());
                 }
-            }
+                // Enough held: wait for the listing (a tree so large that
+                // listing it outlasts compressing this much).
+                Err(TryRecvError::Empty) => self.listed.recv().ok(),
+                Err(TryRecvError::Disconnected) => None,
+                Ok(got) => Some(got),
+            };
+            self.place(listed_or_error(got)?)?;
         }
         let n = self.file.write_at(buf, self.at)?;
         self.at += n as u64;
@@ -506,6 +515,43 @@ mod tests {
         let mut back = vec![0u8; data.len()];
         f.read_exact_at(&mut back, 4096 + 1000).unwrap();
         assert!(back == data, "the tail's bytes moved");
+    }
+
+    #[test]
+    fn a_tail_holding_its_limit_waits_for_the_list() {
+        let f = tempfile::tempfile().unwrap();
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let piece: Vec<u8> = (0..1u32 << 20).map(|i| (i % 253) as u8).collect();
+        let pieces = HOLD_AT_MOST / piece.len() + 2;
+        let sent = std::sync::atomic::AtomicBool::new(false);
+        let end = std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                sent.store(true, std::sync::atomic::Ordering::SeqCst);
+                let listed = Listed {
+                    reserve: 10,
+                    mtime: 0,
+                };
+                tx.send(Ok(listed)).unwrap();
+            });
+            with_syncer(&f, |sync| {
+                let mut w = TailWriter::new(&f, 0, 0, rx, sync);
+                for _ in 0..pieces {
+                    w.write_all(&piece).unwrap();
+                    // Never more than the limit held while unplaced.
+                    assert!(w.held.len() <= HOLD_AT_MOST + piece.len());
+                }
+                // Placed by now: the writer waited for the list.
+                assert!(sent.load(std::sync::atomic::Ordering::SeqCst));
+                Ok(w.finish()?.0)
+            })
+            .unwrap()
+        });
+        assert_eq!(end, 10 + (pieces * piece.len()) as u64);
+        let mut back = vec![0u8; piece.len()];
+        f.read_exact_at(&mut back, 10 + ((pieces - 1) * piece.len()) as u64)
+            .unwrap();
+        assert!(back == piece);
     }
 
     #[test]
