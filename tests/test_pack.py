@@ -115,6 +115,25 @@ def test_failed_pack_leaves_no_artifact(frozen_sample, bbrun, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["src"]
 
 
+@pytest.mark.parametrize("fmt", ["tar.zst", "tar.gz"])
+def test_pack_refuses_a_tree_it_cannot_archive(frozen_sample, bbrun, tmp_path, fmt):
+    """An archive is written while the tree is listed: a fifo found deep in
+    the tree after writing began is refused in one line naming the fifo
+    (not the output), and neither the artifact nor a temporary is left."""
+    src = copy_tree(frozen_sample["pristine"], tmp_path / "src")
+    deep = sorted(p for p in src.rglob("*") if p.is_dir() and not p.is_symlink())[-1]
+    fifo = deep / "zz-pipe"
+    os.mkfifo(fifo)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    proc = run([bbrun, "pack", src, "--format", fmt, "-o", out_dir / ("app." + fmt)], check=False)
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode != 0, proc.stdout
+    assert len(err) == 1 and str(fifo) in err[0] and "fifo" in err[0], err
+    assert "cannot write" not in err[0], err
+    assert list(out_dir.iterdir()) == []
+
+
 def unique():
     return "bbrun-test-" + uuid.uuid4().hex[:10]
 

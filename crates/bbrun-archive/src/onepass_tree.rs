@@ -55,7 +55,8 @@ pub fn write_tree_to_file(
     listed: &(dyn Fn(u64) + Sync),
 ) -> Result<TreePack> {
     if !matches!(compression, Compression::Zstd(_)) {
-        let set = kept(PackSet::from_tree(root)?, keep);
+        let listed_set = PackSet::from_tree(root).map_err(|e| anyhow::Error::new(TreeFault(e)))?;
+        let set = kept(listed_set, keep);
         listed(set.content_bytes());
         let manifest =
             onepass_file::write_with_manifest_to_file(&set, compression, file, progress)?;
@@ -107,11 +108,32 @@ pub fn write_tree_to_file(
                 },
                 manifest: fed.manifest,
             }),
-            (Err(e), _) if !e.is::<WriterStopped>() => Err(e),
+            (Err(e), _) if !e.is::<WriterStopped>() => Err(anyhow::Error::new(TreeFault(e))),
             (_, Err(e)) | (Err(e), Ok(_)) => Err(e),
         }
     })
 }
+
+/// What was wrong with the tree itself (a name that is not UTF-8, a fifo,
+/// an unreadable directory): the cause, not a failure to write, so a
+/// caller can report it as such ([`TreeFault::is_in`]).
+#[derive(Debug)]
+pub struct TreeFault(anyhow::Error);
+
+impl TreeFault {
+    /// Is `e` a fault of the tree (as opposed to of the writing)?
+    pub fn is_in(e: &anyhow::Error) -> bool {
+        e.is::<TreeFault>()
+    }
+}
+
+impl std::fmt::Display for TreeFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
+}
+
+impl std::error::Error for TreeFault {}
 
 /// The listing's sign that the writer is gone (it failed, and says why).
 #[derive(Debug)]
@@ -280,6 +302,7 @@ mod tests {
         .err()
         .expect("a name that is not UTF-8");
         assert!(format!("{err:#}").contains("not UTF-8"), "{err:#}");
+        assert!(TreeFault::is_in(&err));
     }
 
     #[test]
@@ -315,5 +338,6 @@ mod tests {
             msg.contains("m2.py") && msg.contains("changed while packing"),
             "{msg}"
         );
+        assert!(!TreeFault::is_in(&err));
     }
 }

@@ -471,7 +471,15 @@ fn write_atomically(
             .open(&tmp)
             .with_context(|| format!("{}: cannot create temporary file", tmp.display()))?;
         let mut out = BufWriter::with_capacity(1 << 20, f);
-        write(&mut out).with_context(|| format!("{}: cannot write", output.display()))?;
+        // A fault of the tree (found while it is listed, as an archive is
+        // written) names the tree's file; anything else, the output.
+        write(&mut out).map_err(|e| {
+            if onepass_tree::TreeFault::is_in(&e) {
+                e
+            } else {
+                e.context(format!("{}: cannot write", output.display()))
+            }
+        })?;
         out.flush()
             .with_context(|| format!("{}: cannot write", tmp.display()))?;
         let f = out
