@@ -213,8 +213,10 @@ pub fn freeze(root_arg: &Path, opts: &FreezeOptions) -> Result<FreezeReport> {
     // Byte-code before the scan, so it records the .pyc files this writes
     // (a second freeze then finds the tree as the first left it).
     let python = runnable_interpreter(&root, &map);
+    // What the index covers: the scripts' paths (the state policy decided
+    // below plays no part).
+    let seeds = index_seeds(&root, &root_real_s, &map, &found);
     if !opts.dry_run {
-        let seeds = index_seeds(&root, &root_real_s, &map, &found);
         byte_compile(&python, &map, &index::walk(&root, &seeds), &mut notes);
     }
 
@@ -264,7 +266,6 @@ pub fn freeze(root_arg: &Path, opts: &FreezeOptions) -> Result<FreezeReport> {
         // Walked again, last: the byte-compile above and the writes into
         // .bbrun/ since change mtimes the index records (a develop egg at
         // the root makes the root itself, and .bbrun with it, indexed).
-        let seeds = index_seeds(&root, &root_real_s, &map, &found);
         index::write(&root, &index::walk(&root, &seeds))?;
     }
 
