@@ -54,6 +54,8 @@ pub fn write_tree_to_file(
     progress: Progress,
     listed: &(dyn Fn(u64) + Sync),
 ) -> Result<TreePack> {
+    // Read before anything is listed: a bad value is not the tree's fault.
+    let clamp = crate::reproducible::source_date_epoch()?;
     if !matches!(compression, Compression::Zstd(_)) {
         let listed_set = PackSet::from_tree(root).map_err(|e| anyhow::Error::new(TreeFault(e)))?;
         let set = kept(listed_set, keep);
@@ -62,15 +64,20 @@ pub fn write_tree_to_file(
             onepass_file::write_with_manifest_to_file(&set, compression, file, progress)?;
         return Ok(TreePack { set, manifest });
     }
-    let clamp = crate::reproducible::source_date_epoch()?;
     std::thread::scope(|s| {
         let (entries_tx, entries_rx) = mpsc::channel::<Vec<PackEntry>>();
         let (listed_tx, listed_rx) = mpsc::sync_channel(1);
         let lister = s.spawn(move || {
-            let found = list(root, keep, clamp, &entries_tx);
+            let found = list(root, keep, clamp, &entries_tx).map_err(|e| {
+                if e.is::<WriterStopped>() {
+                    e
+                } else {
+                    anyhow::Error::new(TreeFault(e))
+                }
+            });
             drop(entries_tx);
             let outcome = found.and_then(|(stand_in, sockets, newest, total)| {
-                let mtime = clamp.unwrap_or(newest.max(0));
+                let mtime = crate::reproducible::archive_mtime_of(clamp, newest);
                 let done = stand_in.listed(mtime, compression)?;
                 Ok((done, sockets, mtime, total))
             });
@@ -97,8 +104,9 @@ pub fn write_tree_to_file(
         let listing = lister
             .join()
             .map_err(|_| anyhow!("the listing thread panicked"))?;
-        // A listing error is the cause of whatever the writer saw; a
-        // writer that stopped first stopped the listing.
+        // A listing error (a fault of the tree, or the manifest's trial
+        // compression) is the cause of whatever the writer saw; a writer
+        // that stopped first stopped the listing.
         match (listing, fed) {
             (Ok((skipped_sockets, mtime)), Ok(fed)) => Ok(TreePack {
                 set: PackSet {
@@ -108,7 +116,7 @@ pub fn write_tree_to_file(
                 },
                 manifest: fed.manifest,
             }),
-            (Err(e), _) if !e.is::<WriterStopped>() => Err(anyhow::Error::new(TreeFault(e))),
+            (Err(e), _) if !e.is::<WriterStopped>() => Err(e),
             (_, Err(e)) | (Err(e), Ok(_)) => Err(e),
         }
     })

@@ -21,10 +21,16 @@ pub const SOURCE_DATE_EPOCH: &str = "SOURCE_DATE_EPOCH";
 
 /// The mtime every entry of an archive of `items` gets.
 pub fn archive_mtime(items: &[TreeItem]) -> Result<i64> {
-    match std::env::var(SOURCE_DATE_EPOCH) {
-        Ok(v) if !v.trim().is_empty() => parse_epoch(&v),
-        _ => Ok(walk::newest_mtime(items)),
-    }
+    Ok(archive_mtime_of(
+        source_date_epoch()?,
+        walk::newest_mtime(items),
+    ))
+}
+
+/// The archive's mtime: `SOURCE_DATE_EPOCH` (`epoch`) when set, else the
+/// newest mtime among the tree's entries (`newest`; never before 1970).
+pub fn archive_mtime_of(epoch: Option<i64>, newest: i64) -> i64 {
+    epoch.unwrap_or(newest.max(0))
 }
 
 /// `SOURCE_DATE_EPOCH`, if set.
