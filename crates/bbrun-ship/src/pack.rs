@@ -177,38 +177,34 @@ pub fn pack(opts: &PackOptions, watch: &dyn Watch) -> Result<Summary> {
         bail!("--with-data applies to tar.zst and tar.gz: a package never ships state (its post-install script creates the state directories)");
     }
 
-    let package = opts.format.is_package();
     // A package lists, hashes, then writes (its containers need sizes up
     // front); an archive is written while the tree is listed.
-    let mut listed = None;
-    let mut stripped = packstate::Stripped::default();
-    let mut pkg = None;
-    if package {
+    let mut package = None;
+    if opts.format.is_package() {
         let mut set = PackSet::from_tree(&root)?;
         note_sockets(watch, &root, &set.skipped_sockets);
-        stripped = packstate::strip(&mut set, &map.state, false, true);
-        pkg = Some(package_summary(opts, &mut set, &root, &map, &stripped)?);
-        listed = Some(set);
+        let stripped = packstate::strip(&mut set, &map.state, false, true);
+        let summary = package_summary(opts, &mut set, &root, &map, &stripped)?;
+        package = Some((set, stripped, summary));
     }
-    let output = output_path(opts, &root, pkg.as_ref())?;
+    let output = output_path(opts, &root, package.as_ref().map(|(_, _, p)| p))?;
 
     let done = AtomicU64::new(0);
     let progress = |n: u64| {
         let total = done.fetch_add(n, Ordering::Relaxed) + n;
         watch.position(total);
     };
-    let set = match listed {
-        Some(mut set) => {
+    let (set, stripped, pkg) = match package {
+        Some((mut set, stripped, p)) => {
             watch.start(Some(set.content_bytes() * 2));
             watch.phase("hashing");
             set.add_manifest(&progress)?;
             watch.phase("writing");
-            let p = pkg.as_ref().expect("package metadata");
             write_atomically(&output, |out| {
-                write_package(opts, p, &stripped, &set, compression, out, &progress)
+                write_package(opts, &p, &stripped, &set, compression, out, &progress)
             })?;
             watch.finish();
-            set
+            (set, stripped, Some(p))
         }
         None => {
             // State is left out as the tree is listed (see packstate).
@@ -222,27 +218,22 @@ pub fn pack(opts: &PackOptions, watch: &dyn Watch) -> Result<Summary> {
             };
             watch.start(None);
             watch.phase("writing");
-            let mut packed = None;
-            write_atomically(&output, |out| {
+            let TreePack { mut set, manifest } = write_atomically(&output, |out| {
                 // Nothing is buffered yet: the tail is written in place.
-                let tree = onepass_tree::write_tree_to_file(
+                onepass_tree::write_tree_to_file(
                     &root,
                     &keep,
                     compression,
                     out.get_mut(),
                     &progress,
                     &|total| watch.total(total),
-                )?;
-                packed = Some(tree);
-                Ok(())
+                )
             })?;
             watch.finish();
-            stripped = choices.into_inner().unwrap_or_default();
-            let TreePack { mut set, manifest } = packed.expect("written above");
             note_sockets(watch, &root, &set.skipped_sockets);
             // The summary counts the manifest like any packed file.
             set.put_file(MANIFEST_PATH, manifest.to_bytes(), Some(0o644))?;
-            set
+            (set, choices.into_inner().unwrap_or_default(), None)
         }
     };
 
@@ -457,12 +448,12 @@ fn default_output(opts: &PackOptions, root: &Path, pkg: Option<&PackageSummary>)
 
 /// Write through a temporary file beside `output`, fsync, rename: readers
 /// never see a half-written artifact, and a failure leaves none behind.
-fn write_atomically(
+fn write_atomically<T>(
     output: &Path,
-    write: impl FnOnce(&mut BufWriter<std::fs::File>) -> Result<()>,
-) -> Result<()> {
+    write: impl FnOnce(&mut BufWriter<std::fs::File>) -> Result<T>,
+) -> Result<T> {
     let tmp = fsutil::temp_sibling(output);
-    let result = (|| -> Result<()> {
+    let result = (|| -> Result<T> {
         // Readable too: the one-pass writer may move what it wrote.
         let f = OpenOptions::new()
             .read(true)
@@ -473,7 +464,7 @@ fn write_atomically(
         let mut out = BufWriter::with_capacity(1 << 20, f);
         // A fault of the tree (found while it is listed, as an archive is
         // written) names the tree's file; anything else, the output.
-        write(&mut out).map_err(|e| {
+        let written = write(&mut out).map_err(|e| {
             if onepass_tree::TreeFault::is_in(&e) {
                 e
             } else {
@@ -491,7 +482,7 @@ fn write_atomically(
         std::fs::rename(&tmp, output)
             .with_context(|| format!("{}: cannot replace", output.display()))?;
         fsutil::sync_dir(output.parent().unwrap_or(Path::new(".")));
-        Ok(())
+        Ok(written)
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -508,7 +499,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let out = d.path().join("app.tar.zst");
         std::fs::write(&out, b"previous artifact").unwrap();
-        let err = write_atomically(&out, |w| {
+        let err = write_atomically::<()>(&out, |w| {
             w.write_all(&[0u8; 3 << 20])?;
             bail!("disk on fire")
         })
