@@ -99,7 +99,7 @@ pub(crate) struct Listed {
 impl Listed {
     /// For `entries` (the whole list, in order), `mtime` being the
     /// archive's timestamp.
-    pub(crate) fn of<'e>(
+    fn of<'e>(
         entries: impl Iterator<Item = &'e PackEntry>,
         mtime: i64,
         compression: Compression,
