@@ -111,6 +111,11 @@ def test_loose_or_symlinked_state_refused_with_the_fix(tree, bbrun, frozen_sampl
     (tree / ".bbrun" / "shim" / "bbrun_shim.py").chmod(0o646)
     one_line_error(demo(bbrun, tree), "chmod go-w")
     (tree / ".bbrun" / "shim" / "bbrun_shim.py").chmod(0o644)
+    # The shim's byte-code the interpreter loads is code too.
+    pyc = next((tree / ".bbrun" / "shim" / "__pycache__").glob("bbrun_index.*.pyc"))
+    pyc.chmod(0o646)
+    one_line_error(demo(bbrun, tree), pyc.name, "chmod go-w")
+    pyc.chmod(0o644)
     assert demo(bbrun, tree).returncode == 0
 
     # .bbrun/map.toml and .bbrun as symlinks into another tree.
