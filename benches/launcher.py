@@ -101,6 +101,9 @@ def main():
             "bbrun": [bbrun, a / argv[0]] + argv[1:],
             "bbrun@B": [bbrun, moved / argv[0]] + argv[1:],
         }
+        # The floor of any launcher that execs the interpreter: the same
+        # run in place, through one more exec of a minimal program.
+        variants["via env"] = ["/usr/bin/env", python, a / argv[0]] + argv[1:]
         if os.environ.get("BBRUN_BEFORE"):
             variants["before"] = [os.environ["BBRUN_BEFORE"], a / argv[0]] + argv[1:]
         for cmd in variants.values():  # warm caches and the probe cache
@@ -113,6 +116,10 @@ def main():
         print(
             "%-44s %8.1fms %8.1fms %8.1fms %7.3fx"
             % (name, med["in place"], med["bbrun"], med["bbrun@B"], med["bbrun"] / med["in place"])
+        )
+        print(
+            "%-44s %8.1fms %7.3fx"
+            % ("  in place through /usr/bin/env (exec floor)", med["via env"], med["via env"] / med["in place"])
         )
         if "before" in med:
             print("%-44s %8.1fms %7.3fx" % ("  before (BBRUN_BEFORE, in place)", med["before"], med["before"] / med["in place"]))
