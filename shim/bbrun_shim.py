@@ -148,119 +148,6 @@ def _add_venv_site_packages(venv):
         site.addsitedir(site_packages)
 
 
-def _keep_built_extensions():
-    """smart-recompile for develop eggs. zc.buildout re-registers every
-    develop egg with `pip install -e` on each run, and setuptools' editable
-    build compiles each C extension again into an empty temporary directory,
-    which needs a compiler. Where the in-place module (the one the develop
-    egg imports) is newer than all its sources, it is reused as the build's
-    output instead, and not copied back onto itself (a truncating rewrite
-    would fault a running process that has it mapped). An edited source
-    still builds, as `make` would. Hooked at import time, so processes that
-    never build pay nothing."""
-
-    class _Finder:
-        def find_spec(self, name, path=None, target=None):
-            if name != "setuptools.command.build_ext":
-                return None
-            for finder in sys.meta_path:
-                if finder is self or not hasattr(finder, "find_spec"):
-                    continue
-                spec = finder.find_spec(name, path, target)
-                if spec is not None:
-                    break
-            else:
-                return None
-            loader = spec.loader
-            exec_module = loader.exec_module
-
-            def exec_and_patch(module):
-                exec_module(module)
-                _patch_build_ext(module.build_ext)
-
-            loader.exec_module = exec_and_patch
-            return spec
-
-    if not any(type(f).__name__ == "_Finder" for f in sys.meta_path):
-        sys.meta_path.insert(0, _Finder())
-
-
-def _hide_site_packages():
-    """Take this interpreter's own site-packages off sys.path, as the build
-    virtualenv had them off. Otherwise a buildout run on the base
-    interpreter resolves a recipe's requirements to whatever the target's
-    system has installed (a distribution's cffi, typing_extensions...),
-    the recipe's `__buildout_signature__` differs from the build's, and
-    zc.buildout reinstalls the part though nothing changed."""
-    import site
-
-    dirs = [os.path.realpath(d) for d in site.getsitepackages()]
-    user = getattr(site, "getusersitepackages", lambda: None)()
-    if user:
-        dirs.append(os.path.realpath(user))
-
-    def system(p):
-        real = os.path.realpath(p or ".")
-        return any(real == d or real.startswith(d + os.sep) for d in dirs)
-
-    sys.path[:] = [p for p in sys.path if not system(p)]
-
-
-def _up_to_date(cmd, ext):
-    """(in-place module, build output) when the in-place module is newer
-    than every source and dependency of `ext`, else None."""
-    if not getattr(cmd, "editable_mode", False):
-        return None
-    inplace, regular = cmd._get_inplace_equivalent(cmd.get_finalized_command("build_py"), ext)
-    try:
-        built = os.stat(inplace).st_mtime
-        return (inplace, regular) if all(
-            os.stat(s).st_mtime <= built for s in list(ext.sources) + list(ext.depends)
-        ) else None
-    except OSError:
-        return None
-
-
-def _same_file_content(a, b):
-    try:
-        if os.path.getsize(a) != os.path.getsize(b):
-            return False
-        with open(a, "rb") as fa, open(b, "rb") as fb:
-            return fa.read() == fb.read()
-    except OSError:
-        return False
-
-
-def _patch_build_ext(cls):
-    build_extension = cls.build_extension
-    copy_to_source = cls.copy_extensions_to_source
-
-    def kept_build_extension(self, ext):
-        found = _up_to_date(self, ext)
-        if found is None:
-            return build_extension(self, ext)
-        import shutil
-
-        inplace, regular = found
-        os.makedirs(os.path.dirname(regular) or ".", exist_ok=True)
-        shutil.copy2(inplace, regular)
-        sys.stderr.write("bbrun: kept %s (newer than its sources; not compiled again)\n" % inplace)
-
-    def kept_copy_to_source(self):
-        build_py = self.get_finalized_command("build_py")
-        keep = self.extensions
-        self.extensions = [
-            e for e in keep if not _same_file_content(*self._get_inplace_equivalent(build_py, e))
-        ]
-        try:
-            copy_to_source(self)
-        finally:
-            self.extensions = keep
-
-    cls.build_extension = kept_build_extension
-    cls.copy_extensions_to_source = kept_copy_to_source
-
-
 def _add_build_site_dirs(text):
     """Under the launcher's interpreter view (a fallback interpreter with
     its own site dirs hidden), add the build environment's site dirs at
@@ -350,10 +237,16 @@ def activate(pairs=None):
     if pairs is None:
         pairs = _parse(_environ_map())
     _add_venv_site_packages(os.environ.get("BBRUN_VENV"))
-    if os.environ.get(_ENV_KEEP_BUILT):
-        _keep_built_extensions()
-    if os.environ.get(_ENV_HIDE_SITE):
-        _hide_site_packages()
+    keep_built, hide_site = os.environ.get(_ENV_KEEP_BUILT), os.environ.get(_ENV_HIDE_SITE)
+    if keep_built or hide_site:
+        # Only under `bbrun buildout`: kept out of this module, which
+        # every launch loads (its size is start-up time).
+        import bbrun_build
+
+        if keep_built:
+            bbrun_build.keep_built_extensions()
+        if hide_site:
+            bbrun_build.hide_site_packages()
     _install_import_index()
     if pairs:
         _pairs = pairs

@@ -15,12 +15,14 @@ use bbrun_util::fsutil;
 pub const SHIM_MODULE: &str = include_str!("../../../shim/bbrun_shim.py");
 pub const SITECUSTOMIZE: &str = include_str!("../../../shim/sitecustomize.py");
 pub const INDEX_MODULE: &str = include_str!("../../../shim/bbrun_index.py");
+pub const BUILD_MODULE: &str = include_str!("../../../shim/bbrun_build.py");
 
 /// The files of the shim directory, by name.
-pub const FILES: [(&str, &str); 3] = [
+pub const FILES: [(&str, &str); 4] = [
     ("bbrun_shim.py", SHIM_MODULE),
     ("sitecustomize.py", SITECUSTOMIZE),
     ("bbrun_index.py", INDEX_MODULE),
+    ("bbrun_build.py", BUILD_MODULE),
 ];
 
 /// Code the interpreter runs with `-c`. The shim's directory is put on
