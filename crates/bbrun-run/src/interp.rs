@@ -227,15 +227,6 @@ pub fn candidates(root: &Path, want: &Interpreter) -> Vec<PathBuf> {
 /// Pick the first compatible interpreter, or fail with one line naming
 /// what was looked for and where.
 pub fn find_compatible(root: &Path, want: &Interpreter, cache: &mut ProbeCache) -> Result<PathBuf> {
-    find_compatible_probed(root, want, cache).map(|(path, _)| path)
-}
-
-/// [`find_compatible`], with what the interpreter found said of itself.
-pub fn find_compatible_probed(
-    root: &Path,
-    want: &Interpreter,
-    cache: &mut ProbeCache,
-) -> Result<(PathBuf, Probe)> {
     let mut rejected: Vec<Rejection> = Vec::new();
     for cand in candidates(root, want) {
         if !is_executable_binary(&cand) {
@@ -249,7 +240,7 @@ pub fn find_compatible_probed(
         }
         match cache.probe(&cand) {
             Ok(probe) => match incompatibility(want, &probe) {
-                None => return Ok((cand, probe)),
+                None => return Ok(cand),
                 Some(reason) => rejected.push(Rejection { path: cand, reason }),
             },
             Err(e) => rejected.push(Rejection {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::interp::{self, Probe, ProbeCache};
+use crate::interp::{self, ProbeCache};
 use crate::shebang;
 use crate::shim;
 use crate::tree::FrozenTree;
@@ -88,8 +88,7 @@ pub fn plan(script: &Path, args: &[OsString], hooks: &Hooks) -> Result<LaunchPla
     } && !is_read_only_buildout(args);
 
     let mut cache = ProbeCache::load();
-    let (python, probe) =
-        pick_interpreter(&tree, interpreter_mode.then_some(abs.as_path()), &mut cache)?;
+    let python = pick_interpreter(&tree, interpreter_mode.then_some(abs.as_path()), &mut cache)?;
     cache.save();
     let view = crate::launch_view::plan(&tree, &python);
     let exe = view.as_ref().map_or(&python, |v| &v.python).clone();
@@ -99,9 +98,6 @@ pub fn plan(script: &Path, args: &[OsString], hooks: &Hooks) -> Result<LaunchPla
     // script's own; they are consumed here, not inherited further.
     let handed = std::env::var_os(CHILD_OPTIONS);
     let shim_dir = shim::ensure_dir(&tree.root, &python)?;
-    if shim_dir == shim::tree_dir(&tree.root) {
-        crate::tree_state::check_shim_bytecode(&tree.root, &probe.cache_tag)?;
-    }
     let mut argv: Vec<OsString> = vec![exe.clone().into()];
     if !interpreter_mode {
         argv.extend(options.into_iter().map(OsString::from));
@@ -194,22 +190,21 @@ fn pick_interpreter(
     tree: &FrozenTree,
     named: Option<&Path>,
     cache: &mut ProbeCache,
-) -> Result<(PathBuf, Probe)> {
+) -> Result<PathBuf> {
     let want = &tree.map.interpreter;
     if std::env::var_os("BBRUN_PYTHON").is_none_or(|p| p.is_empty()) {
         let in_tree = crate::launch_view::in_tree_interpreter(tree);
         for cand in named.map(Path::to_path_buf).into_iter().chain(in_tree) {
-            if !interp::is_executable_binary(&cand) {
-                continue;
-            }
-            if let Ok(probe) = cache.probe(&cand) {
-                if interp::incompatibility(want, &probe).is_none() {
-                    return Ok((cand, probe));
-                }
+            if interp::is_executable_binary(&cand)
+                && cache
+                    .probe(&cand)
+                    .is_ok_and(|p| interp::incompatibility(want, &p).is_none())
+            {
+                return Ok(cand);
             }
         }
     }
-    interp::find_compatible_probed(&tree.root, want, cache)
+    interp::find_compatible(&tree.root, want, cache)
 }
 
 /// A Python interpreter binary (or a venv's link to one, even dangling),
