@@ -69,7 +69,8 @@ def copy(stamp):
 def own_shim(tree):
     """Put this checkout's shim into `tree`, as `bbrun freeze` writes it."""
     shim = tree / ".bbrun" / "shim"
-    names = ("bbrun_shim.py", "sitecustomize.py", "bbrun_index.py", "bbrun_build.py")
+    # Every module of shim/, as the binary embeds them all (shim::FILES).
+    names = sorted(p.name for p in (ROOT / "shim").glob("*.py"))
     for name in names:
         shutil.copyfile(ROOT / "shim" / name, shim / name)
     shutil.rmtree(shim / "__pycache__", ignore_errors=True)

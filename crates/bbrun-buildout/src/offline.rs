@@ -24,7 +24,7 @@
 //!   signature differs and the part is reinstalled).
 //! - `BBRUN_KEEP_BUILT=1`: the shim reuses a develop egg's compiled
 //!   extension that is newer than its sources instead of compiling it again
-//!   (`bbrun_shim._keep_built_extensions`).
+//!   (`bbrun_build.keep_built_extensions` in the shim).
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -64,7 +64,7 @@ pub fn env(hide_site: bool) -> Vec<(OsString, OsString)> {
 /// The tree was built with a virtualenv's python (freeze recorded its
 /// base interpreter as a candidate) and runs now on another one, typically
 /// that base: its system site-packages were not visible to the build's
-/// buildout and must not be to this one (`bbrun_shim._hide_site_packages`).
+/// buildout and must not be to this one (`bbrun_build.hide_site_packages` in the shim).
 pub fn hide_site_packages(map: &RelocationMap, python: &Path) -> bool {
     !map.interpreter.candidates.is_empty() && Path::new(&map.interpreter.path) != python
 }
