@@ -82,8 +82,10 @@ fn check_state_entry(path: &Path, tree_owner: u32, dir: bool, need: Need) -> Res
             if dir { "directory" } else { "regular file" }
         );
     }
-    let me = nix::unistd::geteuid().as_raw();
-    if m.uid() != tree_owner && m.uid() != 0 && m.uid() != me {
+    // The caller's uid is asked last: a launch checks a dozen entries,
+    // nearly always the tree owner's, and each ask is a syscall.
+    let uid = m.uid();
+    if uid != tree_owner && uid != 0 && uid != nix::unistd::geteuid().as_raw() {
         bail!(
             "{}: owned by uid {}, not by the tree's owner (uid {tree_owner}); refused, another user could change what runs: `chown {tree_owner} {}`",
             path.display(),
