@@ -8,4 +8,4 @@ cd "$(dirname "$0")/.."
 # at every run, in place as moved, and that hides what is measured.
 unset PYTHONDONTWRITEBYTECODE PYTHONUNBUFFERED
 [ -n "${BBRUN:-}" ] || cargo build --release --bin bbrun
-python3 benches/imports.py "${BBRUN:-target/release/bbrun}" "${1:-20}"
+python3 benches/imports.py "${BBRUN:-$(bash benches/release_dir.sh)/bbrun}" "${1:-20}"

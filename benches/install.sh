@@ -22,7 +22,7 @@ archive=$work/tree.tar.zst
 stamp=$work/.params
 
 cargo build --release --bin bbrun >/dev/null
-bbrun=$PWD/target/release/bbrun
+bbrun=$(bash benches/release_dir.sh)/bbrun
 
 mkdir -p "$work"
 if [ ! -f "$archive" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$FILES $MIB" ]; then

@@ -7,4 +7,4 @@ cd "$(dirname "$0")/.."
 # at every run, in place as moved, and that hides what is measured.
 unset PYTHONDONTWRITEBYTECODE PYTHONUNBUFFERED
 cargo build --release --bin bbrun
-python3 benches/launcher.py target/release/bbrun "${1:-40}"
+python3 benches/launcher.py "$(bash benches/release_dir.sh)/bbrun" "${1:-40}"

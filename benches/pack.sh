@@ -21,7 +21,7 @@ mkdir -p "$work"
 
 command -v zstd >/dev/null || { echo "zstd not installed (apt-get install zstd)" >&2; exit 1; }
 [ -n "${BBRUN:-}" ] || cargo build --release -q -p bbrun
-bbrun=${BBRUN:-target/release/bbrun}
+bbrun=${BBRUN:-$(bash benches/release_dir.sh)/bbrun}
 
 if [ ! -f "$tree/.done" ]; then
     rm -rf "$tree"

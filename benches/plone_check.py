@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from appserver import http_get, run_in_instance, start_instance, stop_instance  # noqa: E402
 from plone_tree import WORK, frozen_plone_tree  # noqa: E402
-from support import TARGET, run  # noqa: E402
+from support import cargo_out, run  # noqa: E402
 
 SYSCALLS = ("newfstatat", "openat", "getdents64")
 IMPORT = "import Products.CMFPlone"
@@ -124,7 +124,7 @@ def syscalls(cmd):
 
 
 def main():
-    bbrun = Path(sys.argv[1]).resolve() if len(sys.argv) > 1 else TARGET / "release" / "bbrun"
+    bbrun = Path(sys.argv[1]).resolve() if len(sys.argv) > 1 else cargo_out("release") / "bbrun"
     runs = int(sys.argv[2]) if len(sys.argv) > 2 else 5
     tree = frozen_plone_tree(bbrun)
     try:

@@ -9,4 +9,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v strace >/dev/null || { echo "strace not installed (apt-get install strace)" >&2; exit 1; }
 cargo build --release -q --bin bbrun
-python3 benches/plone_check.py target/release/bbrun "${1:-5}"
+python3 benches/plone_check.py "$(bash benches/release_dir.sh)/bbrun" "${1:-5}"

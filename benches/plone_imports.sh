@@ -15,4 +15,4 @@ unset PYTHONDONTWRITEBYTECODE PYTHONUNBUFFERED
 command -v strace >/dev/null || { echo "strace not installed (apt-get install strace)" >&2; exit 1; }
 [ -f target/bench-cache/plone/tree.json ] || { echo "no cached Plone tree: run bash benches/plone_tree.sh first" >&2; exit 1; }
 [ -n "${BBRUN:-}" ] || cargo build --release -q --bin bbrun
-exec unshare -m python3 benches/plone_imports.py "${BBRUN:-target/release/bbrun}" "${1:-10}"
+exec unshare -m python3 benches/plone_imports.py "${BBRUN:-$(bash benches/release_dir.sh)/bbrun}" "${1:-10}"

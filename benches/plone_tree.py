@@ -33,7 +33,7 @@ from plone import (  # noqa: E402
     fetch_plone_dists,
     script_sys_path,
 )
-from support import TARGET, run  # noqa: E402
+from support import TARGET, cargo_out, run  # noqa: E402
 
 WORK = TARGET / "bench-cache" / "plone"
 # Long, like a real deployment path: a moved tree's paths change length.
@@ -141,7 +141,7 @@ def frozen_plone_tree(bbrun, log=lambda msg: print(msg, file=sys.stderr)):
 
 
 def main():
-    bbrun = Path(sys.argv[1]) if len(sys.argv) > 1 else TARGET / "release" / "bbrun"
+    bbrun = Path(sys.argv[1]) if len(sys.argv) > 1 else cargo_out("release") / "bbrun"
     started = time.monotonic()
     tree = frozen_plone_tree(bbrun)
     print("Plone %s frozen tree: %s%s" % (PLONE_VERSION, tree["pristine"], " (cached)" if tree["cached"] else ""))

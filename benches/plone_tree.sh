@@ -7,4 +7,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -q --bin bbrun
-python3 benches/plone_tree.py target/release/bbrun
+python3 benches/plone_tree.py "$(bash benches/release_dir.sh)/bbrun"

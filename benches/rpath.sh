@@ -16,7 +16,7 @@ rounds=${2:-3}
 command -v patchelf >/dev/null || { echo "patchelf not found (apt-get install -y patchelf)" >&2; exit 2; }
 
 cargo build -q --release -p bbrun-freeze --example relativize
-tool=${CARGO_TARGET_DIR:-target}/release/examples/relativize
+tool=$(bash benches/release_dir.sh)/examples/relativize
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

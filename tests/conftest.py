@@ -21,6 +21,7 @@ from support import (  # noqa: F401  (re-exported for the test modules)
     TARGET,
     base_python,
     build_buildout,
+    cargo_out,
     copy_tree,
     fetch_dists,
     make_venv,
@@ -39,7 +40,7 @@ from appserver import (  # noqa: F401
 
 @pytest.fixture(scope="session")
 def bbrun():
-    path = Path(os.environ.get("BBRUN", TARGET / "debug" / "bbrun"))
+    path = Path(os.environ.get("BBRUN", cargo_out("debug") / "bbrun"))
     assert path.exists(), "%s missing: run tests through tests/run.sh" % path
     return path
 

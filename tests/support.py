@@ -1,6 +1,7 @@
 """Helpers to build real buildouts for tests and benchmarks (no pytest
 needed): fetch distributions once, make venvs, run zc.buildout offline."""
 
+import functools
 import hashlib
 import os
 import shutil
@@ -12,6 +13,18 @@ REPO = Path(__file__).resolve().parent.parent
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
 CACHE = TARGET / "test-cache"
 SAMPLE = REPO / "examples" / "sample-buildout"
+
+
+@functools.lru_cache(maxsize=None)
+def cargo_out(profile):
+    """Where cargo puts the workspace's binaries for `profile` ("debug",
+    "release"): .cargo/config.toml names the host as the build target (the
+    launcher is linked static-pie), so target/<host triple>/<profile>."""
+    host = os.environ.get("CARGO_BUILD_TARGET")
+    if not host or host == "host-tuple":
+        vv = subprocess.run(["rustc", "-vV"], capture_output=True, text=True, check=True).stdout
+        host = next(l.split(":", 1)[1].strip() for l in vv.splitlines() if l.startswith("host:"))
+    return TARGET / host / profile
 
 # Distributions the tests build from. Wheels for C extensions are
 # manylinux builds for this interpreter.

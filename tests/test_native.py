@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, TARGET, build_buildout, copy_tree, make_venv, run, tree_digest
+from conftest import REPO, build_buildout, cargo_out, copy_tree, make_venv, run, tree_digest
 
 # --- the sources the buildout builds -------------------------------------
 
@@ -293,7 +293,7 @@ def test_second_freeze_changes_nothing(cmmi_build, bbrun, tmp_path):
 def set_search_path_tool():
     """bbrun-elf's test helper that sets a search path in place."""
     run(["cargo", "build", "-q", "-p", "bbrun-elf", "--example", "set_search_path"], cwd=REPO)
-    return TARGET / "debug" / "examples" / "set_search_path"
+    return cargo_out("debug") / "examples" / "set_search_path"
 
 
 def test_patched_manylinux_extensions_import_after_freeze_and_move(

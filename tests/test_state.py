@@ -411,9 +411,9 @@ def zope_v2(frozen_zope, tmp_path):
 
 
 def bbrun_path():
-    from conftest import TARGET
+    from conftest import cargo_out
 
-    return Path(os.environ.get("BBRUN", TARGET / "debug" / "bbrun"))
+    return Path(os.environ.get("BBRUN", cargo_out("debug") / "bbrun"))
 
 
 def test_zope_archive_upgrade_keeps_data_written_over_http(frozen_zope, bbrun, tmp_path):
