@@ -183,6 +183,13 @@ def test_deb_installs_and_runs_from_prefix(frozen_sample, bbrun, tmp_path):
         # Everything after line 1 is the original script.
         orig = before[src / "bin" / "demo"]
         assert demo.read_bytes().split(b"\n", 1)[1] == orig.split(b"\n", 1)[1]
+        # The shipped launcher is static-pie (.cargo/config.toml): no
+        # loader, no shared library, so any glibc of the target runs it
+        # (and each launch skips dynamic linking).
+        launcher = Path(prefix) / ".bbrun" / "bin" / "bbrun"
+        assert "INTERP" not in run(["readelf", "-lW", launcher]).stdout
+        dynamic = run(["readelf", "-dW", launcher]).stdout
+        assert "(NEEDED)" not in dynamic and "(FLAGS_1)" in dynamic and "PIE" in dynamic, dynamic
         out = demo_output([demo, "y"])
         check_package_tree(prefix, out)
         assert out["argv"] == [str(demo), "y"]
