@@ -290,7 +290,9 @@ pub fn freeze(root_arg: &Path, opts: &FreezeOptions) -> Result<FreezeReport> {
 }
 
 /// The directories the import index starts from (see [`index`]): the
-/// scripts' sys.path entries as the tree names them now, and a
+/// scripts' sys.path entries as the tree names them now, the scripts' own
+/// directories (a script runs with its directory first on sys.path, so an
+/// unindexed `bin/` would be searched live before every egg), and a
 /// virtualenv's site-packages.
 fn index_seeds(
     root: &Path,
@@ -308,6 +310,11 @@ fn index_seeds(
         .flat_map(|f| f.sys_path.iter())
         .map(|p| index::current_dir(p, &pairs))
         .collect();
+    seeds.extend(
+        found
+            .iter()
+            .filter_map(|f| root.join(&f.script.path).parent().map(Path::to_path_buf)),
+    );
     seeds.extend(index::venv_site_dirs(root));
     seeds.sort();
     seeds.dedup();
