@@ -33,7 +33,8 @@ def describe(spec):
     if spec is None:
         return None
     locs = spec.submodule_search_locations
-    return [spec.origin, None if locs is None else list(locs), type(spec.loader).__name__]
+    # `cached` too: the index fills it in itself, as ModuleSpec would.
+    return [spec.origin, None if locs is None else list(locs), type(spec.loader).__name__, spec.cached]
 
 specs = {}
 names = set()
@@ -164,6 +165,7 @@ def test_index_written_by_freeze(moved):
     assert lines[0] == "bbrun-import-index 1"
     rels = [line.split("\t")[0] for line in lines[1:]]
     assert "src/demoapp" in rels  # the develop egg
+    assert "bin" in rels  # the scripts' directory: sys.path[0] when they run
     assert any(r.startswith("eggs/") and r.endswith("/BTrees") for r in rels)  # a package below an egg
     assert not any(r.startswith("/") for r in rels)  # relative: a moved tree still uses it
 
@@ -172,8 +174,15 @@ def test_same_specs_with_and_without_index(moved, bbrun, tmp_path):
     with_index = probe(bbrun, moved, tmp_path)
     without = probe(bbrun, moved, tmp_path, no_index=True)
     assert_same_specs(moved, with_index, without)
+    # The script's own directory, first on sys.path, is indexed too: else
+    # every top-level import would search it live before any egg. (The Zope
+    # test below writes its probe into bin/: there bin/ is searched live.)
+    assert with_index["finders"][str(moved / "bin")] == "IndexedFinder"
     for name in ("BTrees", "zope.interface", "demoapp"):
         assert with_index["specs"][name][0].startswith(str(moved) + "/"), name
+    # Byte-code paths were compared above; a source module's is the tree's.
+    assert with_index["specs"]["demoapp"][3].startswith(str(moved / "src" / "demoapp") + "/")
+    assert "/__pycache__/" in with_index["specs"]["demoapp"][3]
 
 
 def test_merged_finder_follows_run_time_changes(moved, bbrun, tmp_path):
