@@ -60,7 +60,9 @@ _asked = 0
 # for the venv's site-packages while site runs) never pays the parse.
 _BISECT_LOOKUPS = 48
 _checked = {}  # {abs dir: mtime_ns it had when first stat'ed, or None}
-_loaders = None
+_loaders = None  # [(suffix, loader class)], FileFinder's order; built once
+_suffixes = None  # the suffixes in it
+_inits = None  # "__init__" + each of them
 # What cache_from_source appends to a source module's stem, without
 # sys.pycache_prefix or -O (checked at each use): see _with_cached.
 _tag = sys.implementation.cache_tag
@@ -179,14 +181,25 @@ def _hook(entry):
     return IndexedFinder(entry, files, subs)
 
 
+def _build_loaders():
+    global _loaders, _suffixes, _inits
+    pairs = []
+    for loader, suffixes in _ext._get_supported_file_loaders():
+        pairs.extend((suffix, loader) for suffix in suffixes)
+    _suffixes = frozenset(suffix for suffix, _ in pairs)
+    _inits = frozenset("__init__" + suffix for suffix in _suffixes)
+    _loaders = pairs
+    return pairs
+
+
 class IndexedFinder(_ext.FileFinder):
     """A FileFinder whose listing comes from the index."""
 
     def __init__(self, path, files, subs):
-        global _loaders
-        if _loaders is None:
-            _loaders = _ext._get_supported_file_loaders()
-        _ext.FileFinder.__init__(self, path, *_loaders)
+        _ext.FileFinder.__init__(self, path)
+        # The (suffix, loader) list FileFinder would build from the loader
+        # details, built once per process instead of once per directory.
+        self._loaders = list(_loaders or _build_loaders())
         self._files = frozenset(files.split("/")) if files else frozenset()
         self._subs = subs
         self._sub_map = None
@@ -215,8 +228,8 @@ class IndexedFinder(_ext.FileFinder):
         a module or package, and those it offers only as a namespace
         portion, by the index (what find_spec would answer, FileFinder's
         order inside the directory)."""
-        suffixes = frozenset(suffix for suffix, _ in self._loaders)
-        inits = frozenset("__init__" + suffix for suffix in suffixes)
+        suffixes = _suffixes
+        inits = _inits
         regular = set()
         for fname in self._files:
             i = fname.find(".")
