@@ -268,67 +268,6 @@ def activate(pairs=None):
     _add_build_site_dirs(os.environ.get("BBRUN_SITE"))
 
 
-def _literal_safe(path):
-    """A new path as it may appear inside a quoted string literal: a
-    backslash, quote, tab or newline in it (legal in a Linux path) is
-    escaped, and so is a byte that is not UTF-8, so the literal still
-    parses and holds the path."""
-    for raw, esc in ((b"\\", b"\\\\"), (b"\n", b"\\n"), (b"\t", b"\\t"), (b"\r", b"\\r"),
-                     (b"'", b"\\'"), (b'"', b'\\"')):
-        path = path.replace(raw, esc)
-    try:
-        path.decode("utf-8")
-    except UnicodeDecodeError:
-        # Source is UTF-8: a byte that is not becomes the escape of the
-        # surrogate os.fsencode turns back into that byte.
-        text = path.decode("utf-8", "surrogateescape")
-        path = "".join("\\u%04x" % ord(c) if 0xDC80 <= ord(c) <= 0xDCFF else c for c in text).encode("utf-8")
-    return path
-
-
-def rewrite_source(src):
-    """Map old path literals in a script's source (bytes), in one pass so a
-    new path is never mapped again."""
-    if not _pairs:
-        return src
-    olds = [(os.fsencode(o), _literal_safe(os.fsencode(n))) for o, n in _pairs]
-    ends = (b"/", b"'", b'"')
-
-    def find(old, at):
-        """The next occurrence of `old` from `at` that ends a path component."""
-        at = src.find(old, at)
-        while at != -1 and src[at + len(old):at + len(old) + 1] not in ends:
-            at = src.find(old, at + 1)
-        return at
-
-    # Each old path's next occurrence, found again only once passed: a
-    # buildout script names its 80 eggs under one root, and searching every
-    # old path to the end after each of them made this quadratic.
-    nexts = [find(old, 0) for old, _ in olds]
-    out = []
-    pos = 0
-    while True:
-        best = -1
-        for i, at in enumerate(nexts):
-            # Longest first: an equal position keeps the longer old path.
-            if at != -1 and (best == -1 or at < nexts[best]):
-                best = i
-        if best == -1:
-            break
-        at = nexts[best]
-        old, new = olds[best]
-        out.append(src[pos:at])
-        out.append(new)
-        pos = at + len(old)
-        for i, (o, _) in enumerate(olds):
-            if nexts[i] != -1 and nexts[i] < pos:
-                nexts[i] = find(o, pos)
-    if not out:
-        return src
-    out.append(src[pos:])
-    return b"".join(out)
-
-
 # The launched script's code object, cached per user. The first compile()
 # in a process costs ~1 ms before any parsing (CPython builds its ast
 # types on first use), more than the rest of the shim together; a script
@@ -340,7 +279,7 @@ def rewrite_source(src):
 #   MAGIC_NUMBER, optimize level, source hash, payload hash,
 #   len(filename), filename, marshal(code)
 # The source hash covers the script as read and the mapping, which decide
-# what rewrite_source makes of it: a hit skips the rewrite too (~0.3 ms
+# what bbrun_script.rewrite_source makes of it: a hit skips the rewrite too (~0.3 ms
 # for a script naming 80 eggs). Anything that does not match exactly
 # (another source, mapping, path, interpreter or -O level, a torn or
 # foreign file) is rewritten and compiled afresh.
@@ -360,7 +299,7 @@ def _script_code(raw, filename):
     except (ImportError, AttributeError):
         cache = None
     if not cache:
-        return compile(rewrite_source(raw), filename, "exec", dont_inherit=True)
+        return _compiled(raw, filename, None)
     name = os.fsencode(filename)
     # A path holds no NUL byte: the mapping ends where the source begins.
     mapping = "\n".join("%s\t%s" % p for p in _pairs or ()).encode("utf-8", "surrogateescape")
@@ -377,42 +316,29 @@ def _script_code(raw, filename):
                 return marshal.loads(payload)
     except (OSError, ValueError, EOFError, TypeError):
         pass
-    import warnings
-
-    source = rewrite_source(raw)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        code = compile(source, filename, "exec", dont_inherit=True)
-    if caught:
-        # A warning at compile time (an invalid escape sequence) shows at
-        # every run in place: such a script is compiled at every run here
-        # too, outside the recording, so the user's filters decide.
-        return compile(source, filename, "exec", dont_inherit=True)
-    _store_code(entry, head, name, marshal.dumps(code), hashed)
-    return code
+    return _compiled(raw, filename, (entry, head, name))
 
 
-def _store_code(entry, head, name, payload, hashed):
-    """Write a cache entry atomically (temp file, rename); a cache that
-    cannot be written costs only speed."""
-    tmp = "%s.bbrun-tmp.%d" % (entry, os.getpid())
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
-        with open(fd, "wb") as f:
-            f.write(head + hashed(_CODE_SALT, payload) + len(name).to_bytes(4, "little") + name + payload)
-        os.replace(tmp, entry)
-    except OSError:
+def _compiled(raw, filename, store):
+    """A cache miss: rewrite and compile (bbrun_script.py, loaded only
+    then), storing the code at `store` (entry, head, name) if given."""
+    script_module = sys.modules.get("bbrun_script")
+    if script_module is None:
+        # run_main has taken this directory off sys.path by now.
+        sys.path.insert(0, _SHIM_DIR)
         try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+            import bbrun_script as script_module
+        finally:
+            sys.path.remove(_SHIM_DIR)
+    return script_module.compile_script(raw, filename, _pairs or (), store, _CODE_SALT)
 
 
 def _strip_shim_frames(hook):
     """An excepthook that hides the shim's own frames, so a traceback reads
     as if the script had been run in place."""
     def excepthook(etype, value, tb):
-        while tb is not None and tb.tb_frame.f_code.co_filename in (__file__, "<string>"):
+        while tb is not None and (tb.tb_frame.f_code.co_filename == "<string>"
+                                  or os.path.dirname(tb.tb_frame.f_code.co_filename) == _SHIM_DIR):
             tb = tb.tb_next
         # The default hook prints value.__traceback__, not its argument.
         if isinstance(value, BaseException):
@@ -439,6 +365,8 @@ def run_main():
     else:
         sys.path.insert(0, script_dir)
     filename = os.path.abspath(script)
+    # Before the compile: a SyntaxError in the script reads as in place.
+    sys.excepthook = _strip_shim_frames(sys.excepthook)
     with open(script, "rb") as f:
         code = _script_code(f.read(), filename)
     import builtins
@@ -461,5 +389,4 @@ def run_main():
         __loader__=SourceFileLoader("__main__", filename),
         __builtins__=builtins,
     )
-    sys.excepthook = _strip_shim_frames(sys.excepthook)
     exec(code, namespace)

@@ -189,7 +189,7 @@ def test_cache_copy_of_the_shim_is_byte_compiled(tree, bbrun, tmp_path):
     assert proc.returncode == 0, proc.stderr
     (copy,) = (tmp_path / "cache").glob("shim-*")
     pycs = sorted(p.name.split(".")[0] for p in (copy / "__pycache__").glob("*.pyc"))
-    assert pycs == ["bbrun_build", "bbrun_index", "bbrun_shim", "sitecustomize"]
+    assert pycs == ["bbrun_build", "bbrun_index", "bbrun_script", "bbrun_shim", "sitecustomize"]
     for p in (copy / "__pycache__").iterdir():
         assert stat.S_IMODE(p.stat().st_mode) & 0o022 == 0
 

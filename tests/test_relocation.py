@@ -119,6 +119,27 @@ def test_traceback_shows_script_frames_only(moved, bbrun, tmp_path):
     assert '"<string>"' not in proc.stderr
 
 
+def test_syntax_error_reads_as_in_place(moved, bbrun):
+    """A script that does not compile fails with the interpreter's own
+    message, no shim frame before it."""
+    bad = moved / "bin" / "bad"
+    bad.write_text("#!/usr/bin/env python3\nimport sys\ndef f(:\n    pass\n")
+    proc = run([bbrun, bad], check=False)
+    in_place = run([sys.executable, bad], check=False)
+    assert "SyntaxError" in in_place.stderr
+    assert (proc.returncode, proc.stderr) == (in_place.returncode, in_place.stderr)
+
+
+def test_script_rewriting_is_loaded_on_a_code_cache_miss_only(moved, bbrun, tmp_path):
+    """bbrun_script (rewrite and compile) is kept out of every launch: a
+    script found in the code cache runs without it."""
+    probe = moved / "bin" / "probe-loaded"
+    probe.write_text("#!/usr/bin/env python3\nimport sys\nprint('bbrun_script' in sys.modules)\n")
+    env = dict(os.environ, BBRUN_CACHE_DIR=str(tmp_path / "cache"))
+    assert run([bbrun, probe], env=env).stdout == "True\n"  # compiled: a miss
+    assert run([bbrun, probe], env=env).stdout == "False\n"  # from the cache
+
+
 # Rewrites a code-cache entry (bbrun_shim._script_code) to hold another
 # code object under the same header, run by the tree's own interpreter.
 PLANT = """

@@ -16,13 +16,15 @@ pub const SHIM_MODULE: &str = include_str!("../../../shim/bbrun_shim.py");
 pub const SITECUSTOMIZE: &str = include_str!("../../../shim/sitecustomize.py");
 pub const INDEX_MODULE: &str = include_str!("../../../shim/bbrun_index.py");
 pub const BUILD_MODULE: &str = include_str!("../../../shim/bbrun_build.py");
+pub const SCRIPT_MODULE: &str = include_str!("../../../shim/bbrun_script.py");
 
 /// The files of the shim directory, by name.
-pub const FILES: [(&str, &str); 4] = [
+pub const FILES: [(&str, &str); 5] = [
     ("bbrun_shim.py", SHIM_MODULE),
     ("sitecustomize.py", SITECUSTOMIZE),
     ("bbrun_index.py", INDEX_MODULE),
     ("bbrun_build.py", BUILD_MODULE),
+    ("bbrun_script.py", SCRIPT_MODULE),
 ];
 
 /// Code the interpreter runs with `-c`. The shim's directory is put on
