@@ -204,6 +204,11 @@ class IndexedFinder(_ext.FileFinder):
         self._subs = subs
         self._sub_map = None
         self._indexed = True
+        # Every name this directory can answer (set by _top_names): a
+        # search of the whole sys.path for a name that is nowhere (an
+        # optional import) asks every entry's finder, and this is the
+        # cheapest way to say no.
+        self._names = None
 
     def invalidate_caches(self):
         self._indexed = False
@@ -245,12 +250,16 @@ class IndexedFinder(_ext.FileFinder):
                 portions.append(sname)
             else:
                 regular.add(sname)
-        return regular, [p for p in portions if p not in regular]
+        portions = [p for p in portions if p not in regular]
+        self._names = frozenset(regular).union(portions)
+        return regular, portions
 
     def find_spec(self, fullname, target=None):
         if not self._indexed:
             return _ext.FileFinder.find_spec(self, fullname, target)
         tail = fullname.rpartition(".")[2]
+        if self._names is not None and tail not in self._names:
+            return None
         is_namespace = False
         sub = self._sub(tail)
         if sub is not None:
