@@ -10,10 +10,13 @@
 //! SIGPIPE ignored (see `cli::stop_quietly_on_closed_stdout`). Arguments
 //! still come from `std::env::args_os`, which glibc targets fill in from
 //! `.init_array`, before `main`.
-#![no_main]
+// (Not under `cargo test`: the test harness brings its own `main`.)
+#![cfg_attr(not(test), no_main)]
 
+#[cfg(not(test))]
 use std::ffi::{c_char, c_int};
 
+#[cfg(not(test))]
 #[no_mangle]
 pub extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
     open_standard_descriptors();
@@ -26,6 +29,7 @@ pub extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
 }
 
 /// Put /dev/null on any of fds 0-2 that is closed, as Rust's runtime does.
+#[cfg(not(test))]
 fn open_standard_descriptors() {
     let mut fds = [0, 1, 2].map(|fd| libc::pollfd {
         fd,
