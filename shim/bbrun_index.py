@@ -65,8 +65,8 @@ _suffixes = None  # the suffixes in it
 _inits = None  # "__init__" + each of them
 # What cache_from_source appends to a source module's stem, without
 # sys.pycache_prefix or -O (checked at each use): see _with_cached.
-_tag = sys.implementation.cache_tag
-_PYC_TAIL = None if _tag is None else "." + _tag + ".pyc"
+_PYC_TAIL = (None if sys.implementation.cache_tag is None
+             else "." + sys.implementation.cache_tag + ".pyc")
 
 
 def install(root):
@@ -183,9 +183,8 @@ def _hook(entry):
 
 def _build_loaders():
     global _loaders, _suffixes, _inits
-    pairs = []
-    for loader, suffixes in _ext._get_supported_file_loaders():
-        pairs.extend((suffix, loader) for suffix in suffixes)
+    # FileFinder's own code makes the list from the loader details.
+    pairs = _ext.FileFinder("/", *_ext._get_supported_file_loaders())._loaders
     _suffixes = frozenset(suffix for suffix, _ in pairs)
     _inits = frozenset("__init__" + suffix for suffix in _suffixes)
     _loaders = pairs
