@@ -89,21 +89,22 @@ def compile_script(raw, filename, pairs, store, salt):
         # too, outside the recording, so the user's filters decide.
         return compile(source, filename, "exec", dont_inherit=True)
     if store is not None:
-        import _imp
         import marshal
 
-        _store_code(*store, marshal.dumps(code), lambda data: _imp.source_hash(salt, data))
+        _store_code(*store, marshal.dumps(code), salt)
     return code
 
 
-def _store_code(entry, head, name, payload, hashed):
+def _store_code(entry, head, name, payload, salt):
     """Write a cache entry atomically (temp file, rename); a cache that
     cannot be written costs only speed."""
+    import _imp
+
     tmp = "%s.bbrun-tmp.%d" % (entry, os.getpid())
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
         with open(fd, "wb") as f:
-            f.write(head + hashed(payload) + len(name).to_bytes(4, "little") + name + payload)
+            f.write(head + _imp.source_hash(salt, payload) + len(name).to_bytes(4, "little") + name + payload)
         os.replace(tmp, entry)
     except OSError:
         try:

@@ -261,7 +261,7 @@ def activate(pairs=None):
             # After the index's hook: most entries a process asks about are
             # the tree's own directories, which the index answers, and a
             # hook that declines raises ImportError (~2 us each).
-            hooks.insert(hooks.index(index_hook) + 1 if index_hook in hooks else 0, _path_hook)
+            hooks.insert(hooks.index(index_hook) + 1 if index_hook else 0, _path_hook)
             for key in [k for k in sys.path_importer_cache if map_path(k) != k]:
                 del sys.path_importer_cache[key]
     # Last, so what their .pth files add is mapped too.
@@ -279,10 +279,10 @@ def activate(pairs=None):
 #   MAGIC_NUMBER, optimize level, source hash, payload hash,
 #   len(filename), filename, marshal(code)
 # The source hash covers the script as read and the mapping, which decide
-# what bbrun_script.rewrite_source makes of it: a hit skips the rewrite too (~0.3 ms
-# for a script naming 80 eggs). Anything that does not match exactly
-# (another source, mapping, path, interpreter or -O level, a torn or
-# foreign file) is rewritten and compiled afresh.
+# what bbrun_script.rewrite_source makes of it: a hit skips the rewrite
+# too (~0.3 ms for a script naming 80 eggs). Anything that does not match
+# exactly (another source, mapping, path, interpreter or -O level, a torn
+# or foreign file) is rewritten and compiled afresh.
 _CODE_SALT = 0x6262_7275_6e63_6f64  # "bbruncod"
 
 
