@@ -78,16 +78,26 @@ pub fn ensure(dir: &Path) -> Result<()> {
     if !dir.is_absolute() {
         bail!("{}: not an absolute path", dir.display());
     }
+    // Every launch comes here: the common case, a directory made before,
+    // costs one `stat` per ancestor and one `open`. Missing ones are made
+    // and then checked like the rest.
     if let Some(parent) = dir.parent() {
-        create_missing(parent)?;
-        check_ancestors(parent)?;
+        if check_ancestors(parent).is_err() {
+            create_missing(parent)?;
+            check_ancestors(parent)?;
+        }
     }
-    match DirBuilder::new().mode(0o700).create(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => bail!("{}: cannot create ({e})", dir.display()),
-    }
-    let f = open_dir_nofollow(dir)?;
+    let f = match open_nofollow(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            match DirBuilder::new().mode(0o700).create(dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => bail!("{}: cannot create ({e})", dir.display()),
+            }
+            open_dir_nofollow(dir)?
+        }
+        opened => opened.map_err(|e| open_error(dir, e))?,
+    };
     let m = f
         .metadata()
         .map_err(|e| anyhow::anyhow!("{}: cannot stat ({e})", dir.display()))?;
@@ -104,16 +114,23 @@ pub fn ensure(dir: &Path) -> Result<()> {
 
 /// Open a directory without following a final symlink.
 pub fn open_dir_nofollow(dir: &Path) -> Result<File> {
+    open_nofollow(dir).map_err(|e| open_error(dir, e))
+}
+
+fn open_nofollow(dir: &Path) -> std::io::Result<File> {
     OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(dir)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) | Some(libc::ENOTDIR) => {
-                anyhow::anyhow!("{}: a symlink or not a directory; not used", dir.display())
-            }
-            _ => anyhow::anyhow!("{}: cannot open ({e})", dir.display()),
-        })
+}
+
+fn open_error(dir: &Path, e: std::io::Error) -> anyhow::Error {
+    match e.raw_os_error() {
+        Some(libc::ELOOP) | Some(libc::ENOTDIR) => {
+            anyhow::anyhow!("{}: a symlink or not a directory; not used", dir.display())
+        }
+        _ => anyhow::anyhow!("{}: cannot open ({e})", dir.display()),
+    }
 }
 
 fn create_missing(dir: &Path) -> Result<()> {

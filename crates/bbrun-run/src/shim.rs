@@ -159,16 +159,29 @@ pub fn ensure_dir(root: &Path, python: &Path) -> Result<PathBuf> {
 }
 
 fn is_current(dir: &Path) -> bool {
-    FILES.iter().all(|(name, text)| {
-        let path = dir.join(name);
-        // Size first: a stat is cheaper than a read for the common mismatch.
-        std::fs::metadata(&path)
-            .map(|m| m.len() as usize == text.len())
-            .unwrap_or(false)
-            && std::fs::read(&path)
-                .map(|b| b == text.as_bytes())
-                .unwrap_or(false)
-    })
+    FILES
+        .iter()
+        .all(|(name, text)| holds_exactly(&dir.join(name), text.as_bytes()))
+}
+
+/// Whether the file at `path` holds exactly `want`: one open and one
+/// read of one byte more than `want` (each path lookup costs the launcher
+/// ~2 us, and it checks five files). A regular file's read returns all it
+/// can; a short read for any other reason only means "not current", and
+/// the cache copy is used.
+fn holds_exactly(path: &Path, want: &[u8]) -> bool {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    // O_NONBLOCK: a FIFO put in a file's place must not hang the launch.
+    let Ok(mut f) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+    else {
+        return false;
+    };
+    let mut got = vec![0; want.len() + 1];
+    f.read(&mut got).is_ok_and(|n| &got[..n] == want)
 }
 
 /// FNV-1a over the shim files: only has to tell versions apart. Computed
