@@ -112,7 +112,7 @@ def test_loose_or_symlinked_state_refused_with_the_fix(tree, bbrun, frozen_sampl
     one_line_error(demo(bbrun, tree), "chmod go-w")
     (tree / ".bbrun" / "shim" / "bbrun_shim.py").chmod(0o644)
     # The shim's byte-code the interpreter loads is code too.
-    pyc = next((tree / ".bbrun" / "shim" / "__pycache__").glob("bbrun_index.*.pyc"))
+    pyc = next((tree / ".bbrun" / "shim" / "__pycache__").glob("sitecustomize.*.pyc"))
     pyc.chmod(0o646)
     one_line_error(demo(bbrun, tree), pyc.name, "chmod go-w")
     pyc.chmod(0o644)
@@ -189,7 +189,7 @@ def test_cache_copy_of_the_shim_is_byte_compiled(tree, bbrun, tmp_path):
     assert proc.returncode == 0, proc.stderr
     (copy,) = (tmp_path / "cache").glob("shim-*")
     pycs = sorted(p.name.split(".")[0] for p in (copy / "__pycache__").glob("*.pyc"))
-    assert pycs == ["bbrun_build", "bbrun_index", "bbrun_script", "bbrun_shim", "sitecustomize"]
+    assert pycs == ["bbrun_build", "bbrun_script", "bbrun_shim", "sitecustomize"]
     for p in (copy / "__pycache__").iterdir():
         assert stat.S_IMODE(p.stat().st_mode) & 0o022 == 0
 

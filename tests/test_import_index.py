@@ -399,8 +399,8 @@ def test_freeze_byte_compiles_what_the_scripts_import(frozen_zope, bbrun, tmp_pa
 RECORD_CHECK = r"""
 import json, sys
 sys.path.insert(0, sys.argv[1] + "/.bbrun/shim")
-import bbrun_index as ix
-ix._root = sys.argv[1]
+import bbrun_shim as ix
+ix._index_root = sys.argv[1]
 rels = [l.split("\t", 1)[0] for l in open(sys.argv[1] + "/.bbrun/index/dirs.txt").read().split("\n")[1:] if l]
 absent = set()
 for r in rels:
@@ -408,9 +408,9 @@ for r in rels:
 absent.difference_update(rels)
 absent.update(("", "\udcff", "~"))
 ix._BISECT_LOOKUPS = 10 ** 9
-bisected = {r: ix._record(r) for r in rels + sorted(absent)}
-ix._lines, ix._asked, ix._BISECT_LOOKUPS = None, 0, 0
-parsed = {r: ix._record(r) for r in rels + sorted(absent)}
+bisected = {r: ix._index_record(r) for r in rels + sorted(absent)}
+ix._index_lines, ix._index_asked, ix._BISECT_LOOKUPS = None, 0, 0
+parsed = {r: ix._index_record(r) for r in rels + sorted(absent)}
 print(json.dumps({"rels": len(rels), "same": bisected == parsed,
                   "found": sum(v is not None for v in bisected.values()),
                   "absent found": [r for r in absent if bisected[r] is not None]}))

@@ -14,15 +14,13 @@ use bbrun_util::fsutil;
 
 pub const SHIM_MODULE: &str = include_str!("../../../shim/bbrun_shim.py");
 pub const SITECUSTOMIZE: &str = include_str!("../../../shim/sitecustomize.py");
-pub const INDEX_MODULE: &str = include_str!("../../../shim/bbrun_index.py");
 pub const BUILD_MODULE: &str = include_str!("../../../shim/bbrun_build.py");
 pub const SCRIPT_MODULE: &str = include_str!("../../../shim/bbrun_script.py");
 
 /// The files of the shim directory, by name.
-pub const FILES: [(&str, &str); 5] = [
+pub const FILES: [(&str, &str); 4] = [
     ("bbrun_shim.py", SHIM_MODULE),
     ("sitecustomize.py", SITECUSTOMIZE),
-    ("bbrun_index.py", INDEX_MODULE),
     ("bbrun_build.py", BUILD_MODULE),
     ("bbrun_script.py", SCRIPT_MODULE),
 ];
@@ -76,7 +74,32 @@ pub fn write_into(dir: &Path) -> Result<()> {
             fsutil::atomic_write(&path, text.as_bytes(), 0o644)?;
         }
     }
+    remove_retired(dir);
     Ok(())
+}
+
+/// Shim modules earlier versions wrote and this one no longer has (the
+/// import index is part of `bbrun_shim.py` now): nothing imports them, but
+/// a tree frozen again should not keep a stale copy beside the current one.
+const RETIRED: [&str; 1] = ["bbrun_index"];
+
+fn remove_retired(dir: &Path) {
+    for stem in RETIRED {
+        let _ = std::fs::remove_file(dir.join(format!("{stem}.py")));
+        let prefix = format!("{stem}.");
+        let pycs = std::fs::read_dir(dir.join("__pycache__"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                name.starts_with(&prefix) && name.ends_with(".pyc")
+            });
+        for e in pycs {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 /// Byte-compile the shim with the tree's interpreter, so no launch pays for
@@ -226,6 +249,54 @@ pub fn python_str_literal(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn writing_the_shim_drops_retired_modules_only() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("shim");
+        std::fs::create_dir_all(dir.join("__pycache__")).unwrap();
+        for name in [
+            "bbrun_index.py",
+            "__pycache__/bbrun_index.cpython-311.pyc",
+            "__pycache__/bbrun_index.cpython-312.opt-1.pyc",
+            "__pycache__/bbrun_indexer.cpython-311.pyc",
+            "notes.txt",
+        ] {
+            std::fs::write(dir.join(name), "x").unwrap();
+        }
+        write_into(&dir).unwrap();
+        assert!(is_current(&dir));
+        let mut left: Vec<String> = walk_names(&dir);
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "__pycache__/bbrun_indexer.cpython-311.pyc",
+                "bbrun_build.py",
+                "bbrun_script.py",
+                "bbrun_shim.py",
+                "notes.txt",
+                "sitecustomize.py",
+            ]
+        );
+    }
+
+    fn walk_names(dir: &Path) -> Vec<String> {
+        let mut out = vec![];
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if e.path().is_dir() {
+                out.extend(
+                    walk_names(&e.path())
+                        .into_iter()
+                        .map(|n| format!("{name}/{n}")),
+                );
+            } else {
+                out.push(name);
+            }
+        }
+        out
+    }
 
     #[test]
     fn literal_escapes_quotes_and_backslashes() {

@@ -1,5 +1,5 @@
 //! The import index: where every importable name on the scripts' sys.path
-//! lives, recorded at freeze so the shim (`bbrun_index.py`) can answer
+//! lives, recorded at freeze so the shim (`bbrun_shim.py`) can answer
 //! imports without searching.
 //!
 //! Python looks for a top-level module in every sys.path entry in turn;
