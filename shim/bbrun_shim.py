@@ -1,7 +1,8 @@
 """bbrun shim: maps a frozen tree's build-time paths to where it lives now.
 
-The launcher (`bbrun`) execs the interpreter with this module's directory on
-PYTHONPATH and the mapping in the environment:
+The launcher (`bbrun`) execs the interpreter with `-c` code that imports
+this module and calls `run_main()`, with the mapping in the environment
+(and this module's directory on the PYTHONPATH the process's children get):
 
     BBRUN_PATHMAP   one "OLD<TAB>NEW" pair a line, longest OLD first; a
                     backslash, tab or newline inside a path is escaped as
@@ -11,9 +12,12 @@ PYTHONPATH and the mapping in the environment:
                     line), set when a fallback interpreter runs through the
                     launcher's view
     BBRUN_LAUNCHER  the launcher, for children that run a tree's script
+    BBRUN_PYTHONPATH  the PYTHONPATH for the script's children: this
+                    directory first
 
-Every Python process started in that environment (the script, and any child
-started with sys.executable) runs `activate()` from sitecustomize:
+Every Python process started in that environment runs `activate()`: the
+script from `run_main()`, any child (started with sys.executable) from
+sitecustomize:
 
   * sys.path entries under an old path are rewritten, and sys.path becomes a
     list that rewrites what is added later (`sys.path[0:0] = [...]`);
@@ -357,6 +361,12 @@ def run_main():
     Called from `python -c` by the launcher: sys.argv is
     ['-c', SCRIPT, ARGS...] and sys.path[0] is '' (the -c convention).
     """
+    # The launcher kept this directory off this process's PYTHONPATH (it
+    # activates here, not in sitecustomize); children get it, and with it
+    # the mapping.
+    children = os.environ.pop("BBRUN_PYTHONPATH", None)
+    if children is not None:
+        os.environ["PYTHONPATH"] = children
     activate()
     script = sys.argv[1]
     del sys.argv[0]

@@ -1,5 +1,6 @@
-"""bbrun: activate the path mapping in every Python process of a launched
-tree, then hand over to the sitecustomize this one shadows, if any."""
+"""bbrun: activate the path mapping in every child process of a launched
+script (the script's own process activates it in bbrun_shim.run_main), then
+hand over to the sitecustomize this one shadows, if any."""
 
 import os as _os
 import sys as _sys

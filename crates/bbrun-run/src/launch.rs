@@ -109,22 +109,25 @@ pub fn plan(script: &Path, args: &[OsString], hooks: &Hooks) -> Result<LaunchPla
     argv.extend(args.iter().cloned());
 
     let pathmap = bbrun_map::map_check::encode_pathmap(&tree.path_mapping());
-    let mut pythonpath = shim_dir.as_os_str().to_owned();
-    if let Some(existing) = std::env::var_os("PYTHONPATH").filter(|p| !p.is_empty()) {
-        // A nested launch (a script of one tree running another's) must
-        // not pile up shim directories.
-        let kept: Vec<PathBuf> = std::env::split_paths(&existing)
-            .filter(|p| !p.join("bbrun_shim.py").exists())
-            .collect();
-        if !kept.is_empty() {
-            pythonpath.push(":");
-            pythonpath.push(std::env::join_paths(kept).unwrap_or_default());
-        }
-    }
+    // The launched script's process runs the shim from `-c` and activates
+    // it there, so it needs no sitecustomize: without the shim's directory
+    // on its PYTHONPATH, `site` finds what it finds in place (the
+    // distribution's sitecustomize, or none), and the process is spared
+    // loading ours and searching for the one it shadows (~0.2 ms of every
+    // launch). Its children do need it: `run_main()` moves
+    // BBRUN_PYTHONPATH into PYTHONPATH before the script runs. A bare
+    // interpreter (`bbrun venv/bin/python`) has only sitecustomize.
+    let (own, children) = python_paths(&shim_dir);
+    let (own, children) = if interpreter_mode {
+        (children, OsString::new())
+    } else {
+        (own, children)
+    };
     let mut env: Vec<(OsString, OsString)> = vec![
         ("BBRUN_PATHMAP".into(), pathmap),
         ("BBRUN_ROOT".into(), tree.root.clone().into()),
-        ("PYTHONPATH".into(), pythonpath),
+        ("PYTHONPATH".into(), own),
+        ("BBRUN_PYTHONPATH".into(), children),
         // Where the shim keeps the compiled script (bbrun_shim's code
         // cache): only a directory safedir checked is this user's own;
         // empty, never inherited, without one.
@@ -150,6 +153,27 @@ pub fn plan(script: &Path, args: &[OsString], hooks: &Hooks) -> Result<LaunchPla
         root: tree.root,
         buildout,
     })
+}
+
+/// `(PYTHONPATH without the shim, the shim's directory first)`: the
+/// caller's entries are kept, those of another tree's shim dropped (a
+/// script of one tree running another's must not pile them up).
+fn python_paths(shim_dir: &Path) -> (OsString, OsString) {
+    let kept: Vec<PathBuf> = std::env::var_os("PYTHONPATH")
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            std::env::split_paths(&p)
+                .filter(|p| !p.join("bbrun_shim.py").exists())
+                .collect()
+        })
+        .unwrap_or_default();
+    let kept = std::env::join_paths(kept).unwrap_or_default();
+    let mut with_shim = shim_dir.as_os_str().to_owned();
+    if !kept.is_empty() {
+        with_shim.push(":");
+        with_shim.push(&kept);
+    }
+    (kept, with_shim)
 }
 
 /// Set by the shim when it hands a child over to the launcher: the
