@@ -108,6 +108,36 @@ def test_subprocess_with_sys_executable_sees_mapping(moved, frozen_sample, bbrun
     assert_under(out, moved)
 
 
+def test_a_sitecustomize_of_the_callers_runs_as_in_place(moved, bbrun, tmp_path):
+    """The script's process loads the sitecustomize it would load in place
+    (here one on the caller's PYTHONPATH), not the shim's, and activates
+    the mapping itself; its children load the shim's, which activates the
+    mapping and hands over to the caller's. The script sees PYTHONPATH as
+    its children get it: the shim's directory, then the caller's."""
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "sitecustomize.py").write_text(
+        "import os\nos.environ['USER_SITECUSTOMIZE'] = os.environ.get('USER_SITECUSTOMIZE', '') + 'x'\n"
+    )
+    probe = (
+        "import json, os, sys\n"
+        "print(json.dumps([os.environ.get('USER_SITECUSTOMIZE'), 'bbrun_shim' in sys.modules,"
+        " getattr(sys.modules.get('sitecustomize'), '__file__', None), os.environ['PYTHONPATH'],"
+        " os.environ.get('BBRUN_PYTHONPATH')]))\n"
+    )
+    code = probe + (
+        "import subprocess\n"
+        "env = dict(os.environ, USER_SITECUSTOMIZE='')\n"
+        "print(subprocess.check_output([sys.executable, '-c', %r], env=env, text=True).strip())\n"
+    ) % probe
+    env = dict(os.environ, PYTHONPATH=str(user))
+    env.pop("USER_SITECUSTOMIZE", None)
+    script, child = (json.loads(l) for l in run([bbrun, moved / "bin" / "py", "-c", code], env=env).stdout.splitlines())
+    shim = str(moved / ".bbrun" / "shim")
+    assert script == ["x", True, str(user / "sitecustomize.py"), shim + ":" + str(user), None]
+    assert child == ["x", True, shim + "/sitecustomize.py", shim + ":" + str(user), None]
+
+
 def test_traceback_shows_script_frames_only(moved, bbrun, tmp_path):
     script = tmp_path / "boom.py"
     script.write_text("def f():\n    raise ValueError('boom')\nf()\n")
