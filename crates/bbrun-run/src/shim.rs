@@ -189,9 +189,9 @@ fn is_current(dir: &Path) -> bool {
 
 /// Whether the file at `path` holds exactly `want`: one open and one
 /// read of one byte more than `want` (each path lookup costs the launcher
-/// ~2 us, and it checks five files). A regular file's read returns all it
-/// can; a short read for any other reason only means "not current", and
-/// the cache copy is used.
+/// ~2 us, and it checks every shim file). A regular file's read returns
+/// all it can; a short read for any other reason only means "not
+/// current", and the cache copy is used.
 fn holds_exactly(path: &Path, want: &[u8]) -> bool {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
