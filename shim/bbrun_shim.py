@@ -302,7 +302,7 @@ def _script_code(raw, filename):
     try:
         import _imp
         import marshal
-        from _frozen_importlib_external import MAGIC_NUMBER
+        MAGIC_NUMBER = _ext.MAGIC_NUMBER
         hashed = _imp.source_hash
     except (ImportError, AttributeError):
         cache = None
@@ -385,11 +385,6 @@ def run_main():
         code = _script_code(f.read(), filename)
     import builtins
 
-    try:
-        from _frozen_importlib_external import SourceFileLoader
-    except ImportError:
-        from importlib.machinery import SourceFileLoader
-
     main = sys.modules["__main__"]
     namespace = main.__dict__
     namespace.clear()
@@ -400,7 +395,7 @@ def run_main():
         __cached__=None,
         __package__=None,
         __spec__=None,
-        __loader__=SourceFileLoader("__main__", filename),
+        __loader__=_ext.SourceFileLoader("__main__", filename),
         __builtins__=builtins,
     )
     exec(code, namespace)
