@@ -2,8 +2,7 @@
 //! exec it with the shim. Exec, never a child: signals, exit codes and the
 //! terminal belong to the Python process, with the same PID.
 
-use std::ffi::{CString, OsString};
-use std::os::unix::ffi::OsStrExt;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -271,21 +270,7 @@ fn unrecorded_script_options(abs: &Path) -> Result<Vec<String>> {
 
 /// Replace this process with the planned interpreter.
 pub fn exec(plan: LaunchPlan) -> Result<i32> {
-    for (k, v) in &plan.env {
-        std::env::set_var(k, v);
-    }
-    let path = cstring(plan.python.as_os_str())?;
-    let argv: Vec<CString> = plan
-        .argv
-        .iter()
-        .map(|a| cstring(a))
-        .collect::<Result<_>>()?;
-    let err = nix::unistd::execv(&path, &argv).unwrap_err();
-    Err(err).with_context(|| format!("{}: cannot execute", plan.python.display()))
-}
-
-fn cstring(s: &std::ffi::OsStr) -> Result<CString> {
-    CString::new(s.as_bytes()).context("argument contains a NUL byte")
+    crate::exec::exec_with(&plan.python, &plan.argv, &plan.env)
 }
 
 fn not_in_tree(script: &Path) -> anyhow::Error {

@@ -2,7 +2,7 @@
 //! execs Python, and nothing else. [`tree`] finds and opens the frozen tree
 //! (its map, checked); [`interp`] and [`pyview`] find a compatible
 //! interpreter; [`launch`] plans the exec with the [`shim`] on
-//! `PYTHONPATH`; [`shebang`] reads and writes script first lines;
+//! `PYTHONPATH` and [`exec`] carries it out; [`shebang`] reads and writes script first lines;
 //! [`safedir`] makes the per-user cache safe to load code from; [`debris`]
 //! sweeps what killed runs left.
 //!
@@ -11,6 +11,7 @@
 //! files) is passed in by the binary (see [`launch::Hooks`]).
 
 pub mod debris;
+pub mod exec;
 pub mod interp;
 pub mod launch;
 pub mod launch_view;
