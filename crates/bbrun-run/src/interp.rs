@@ -151,6 +151,18 @@ impl ProbeCache {
     pub fn probe(&mut self, python: &Path) -> Result<Probe> {
         let meta = std::fs::metadata(python)
             .with_context(|| format!("{}: not found", python.display()))?;
+        self.probe_with(python, &meta)
+    }
+
+    /// [`Self::probe`] for a candidate that must be an executable binary
+    /// ([`is_executable_binary`]); `None` when it is not one. One `stat`
+    /// serves both questions.
+    pub fn probe_binary(&mut self, python: &Path) -> Option<Result<Probe>> {
+        let meta = binary_metadata(python)?;
+        Some(self.probe_with(python, &meta))
+    }
+
+    fn probe_with(&mut self, python: &Path, meta: &std::fs::Metadata) -> Result<Probe> {
         let identity = (
             meta.dev(),
             meta.ino(),
@@ -194,37 +206,43 @@ impl ProbeCache {
 /// a repeat): `$BBRUN_PYTHON`, the bundled interpreter,
 /// the original path, interpreters in the tree, map-listed candidates, then
 /// `pythonX.Y`, `python3`, `python` on `PATH`.
-pub fn candidates(root: &Path, want: &Interpreter) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Some(p) = std::env::var_os("BBRUN_PYTHON").filter(|p| !p.is_empty()) {
-        // An explicit choice is the only candidate: silently falling back
-        // would hide the user's mistake.
-        return vec![PathBuf::from(p)];
-    }
-    if let Some(b) = &want.bundled {
-        out.push(root.join(b));
-    }
-    out.push(PathBuf::from(&want.path));
-    for name in [
-        format!("python{}", want.major_minor),
-        "python3".into(),
-        "python".into(),
-    ] {
-        out.push(root.join("bin").join(&name));
-    }
-    out.extend(want.candidates.iter().map(PathBuf::from));
-    if let Some(path) = std::env::var_os("PATH") {
-        for name in [
+///
+/// Made as the search asks: it nearly always stops at the first place, and
+/// joining every `PATH` directory with every name up front cost each launch
+/// ~45k instructions.
+pub fn candidates<'a>(root: &'a Path, want: &'a Interpreter) -> impl Iterator<Item = PathBuf> + 'a {
+    // An explicit choice is the only candidate: silently falling back
+    // would hide the user's mistake.
+    let explicit = std::env::var_os("BBRUN_PYTHON").filter(|p| !p.is_empty());
+    let search = explicit.is_none();
+    let names = move || {
+        [
             format!("python{}", want.major_minor),
             "python3".into(),
             "python".into(),
-        ] {
-            for dir in std::env::split_paths(&path) {
-                out.push(dir.join(&name));
-            }
-        }
-    }
-    out
+        ]
+    };
+    let searched = search.then(move || {
+        let on_path = std::iter::once(()).flat_map(move |()| {
+            let dirs: Vec<PathBuf> = std::env::var_os("PATH")
+                .map(|p| std::env::split_paths(&p).collect())
+                .unwrap_or_default();
+            names()
+                .into_iter()
+                .flat_map(move |name| dirs.iter().map(|d| d.join(&name)).collect::<Vec<_>>())
+        });
+        want.bundled
+            .iter()
+            .map(|b| root.join(b))
+            .chain(std::iter::once(PathBuf::from(&want.path)))
+            .chain(names().into_iter().map(|n| root.join("bin").join(n)))
+            .chain(want.candidates.iter().map(PathBuf::from))
+            .chain(on_path)
+    });
+    explicit
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(searched.into_iter().flatten())
 }
 
 /// Pick the first compatible interpreter, or fail with one line naming
@@ -241,7 +259,7 @@ pub fn find_compatible(root: &Path, want: &Interpreter, cache: &mut ProbeCache) 
             continue;
         }
         tried.push(cand.clone());
-        if !is_executable_binary(&cand) {
+        let Some(probed) = cache.probe_binary(&cand) else {
             if cand.exists() {
                 rejected.push(Rejection {
                     path: cand,
@@ -249,8 +267,8 @@ pub fn find_compatible(root: &Path, want: &Interpreter, cache: &mut ProbeCache) 
                 });
             }
             continue;
-        }
-        match cache.probe(&cand) {
+        };
+        match probed {
             Ok(probe) => match incompatibility(want, &probe) {
                 None => return Ok(cand),
                 Some(reason) => rejected.push(Rejection { path: cand, reason }),
@@ -285,18 +303,21 @@ pub fn find_compatible(root: &Path, want: &Interpreter, cache: &mut ProbeCache) 
 /// A real binary (ELF), not a script: `bin/python` in a buildout may be an
 /// interpreter *script* that would recurse into the launcher.
 pub fn is_executable_binary(path: &Path) -> bool {
+    binary_metadata(path).is_some()
+}
+
+/// The metadata of `path` if it is an executable binary.
+fn binary_metadata(path: &Path) -> Option<std::fs::Metadata> {
     use std::io::Read;
-    let Ok(meta) = std::fs::metadata(path) else {
-        return false;
-    };
+    let meta = std::fs::metadata(path).ok()?;
     if !meta.is_file() || meta.mode() & 0o111 == 0 {
-        return false;
+        return None;
     }
     let mut magic = [0u8; 4];
     std::fs::File::open(path)
         .and_then(|mut f| f.read_exact(&mut magic))
-        .map(|_| &magic == b"\x7fELF")
-        .unwrap_or(false)
+        .is_ok_and(|_| &magic == b"\x7fELF")
+        .then_some(meta)
 }
 
 #[cfg(test)]

@@ -218,10 +218,9 @@ fn pick_interpreter(
     if std::env::var_os("BBRUN_PYTHON").is_none_or(|p| p.is_empty()) {
         let in_tree = crate::launch_view::in_tree_interpreter(tree);
         for cand in named.map(Path::to_path_buf).into_iter().chain(in_tree) {
-            if interp::is_executable_binary(&cand)
-                && cache
-                    .probe(&cand)
-                    .is_ok_and(|p| interp::incompatibility(want, &p).is_none())
+            if cache
+                .probe_binary(&cand)
+                .is_some_and(|p| p.is_ok_and(|p| interp::incompatibility(want, &p).is_none()))
             {
                 return Ok(cand);
             }

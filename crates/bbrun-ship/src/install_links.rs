@@ -78,10 +78,9 @@ fn target_interpreter(skipped: &[(String, String)], map: &RelocationMap) -> Resu
     }
     let mut cache = ProbeCache::load();
     let found = cands.into_iter().find(|c| {
-        interp::is_executable_binary(c)
-            && cache
-                .probe(c)
-                .is_ok_and(|p| interp::incompatibility(want, &p).is_none())
+        cache
+            .probe_binary(c)
+            .is_some_and(|p| p.is_ok_and(|p| interp::incompatibility(want, &p).is_none()))
     });
     cache.save();
     found.ok_or_else(|| {
