@@ -8,6 +8,7 @@
 //! inode, size, mtime): a replaced interpreter is asked again.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -211,9 +212,22 @@ impl ProbeCache {
 /// joining every `PATH` directory with every name up front cost each launch
 /// ~45k instructions.
 pub fn candidates<'a>(root: &'a Path, want: &'a Interpreter) -> impl Iterator<Item = PathBuf> + 'a {
+    candidates_from(root, want, std::env::var_os("BBRUN_PYTHON"), || {
+        std::env::var_os("PATH")
+    })
+}
+
+/// [`candidates`] with `$BBRUN_PYTHON` and `$PATH` (read only if reached)
+/// given.
+fn candidates_from<'a>(
+    root: &'a Path,
+    want: &'a Interpreter,
+    explicit: Option<OsString>,
+    path_var: impl FnOnce() -> Option<OsString> + 'a,
+) -> impl Iterator<Item = PathBuf> + 'a {
     // An explicit choice is the only candidate: silently falling back
     // would hide the user's mistake.
-    let explicit = std::env::var_os("BBRUN_PYTHON").filter(|p| !p.is_empty());
+    let explicit = explicit.filter(|p| !p.is_empty());
     let search = explicit.is_none();
     let names = move || {
         [
@@ -223,8 +237,10 @@ pub fn candidates<'a>(root: &'a Path, want: &'a Interpreter) -> impl Iterator<It
         ]
     };
     let searched = search.then(move || {
+        let mut path_var = Some(path_var);
         let on_path = std::iter::once(()).flat_map(move |()| {
-            let dirs: Vec<PathBuf> = std::env::var_os("PATH")
+            let path_var = path_var.take().expect("reached once");
+            let dirs: Vec<PathBuf> = path_var()
                 .map(|p| std::env::split_paths(&p).collect())
                 .unwrap_or_default();
             names()
@@ -329,6 +345,51 @@ mod tests {
         i.path = "/x/python3".into();
         i.version = "3.11.7".into();
         i
+    }
+
+    #[test]
+    fn candidates_come_in_order_and_path_is_read_only_when_reached() {
+        let mut want = want();
+        want.major_minor = "3.11".into();
+        want.bundled = Some(".bbrun/python/bin/python3.11".into());
+        want.candidates = vec!["/opt/py/bin/python3.11".into()];
+        let root = Path::new("/t");
+        let path_read = std::cell::Cell::new(false);
+        let path_var = || {
+            path_read.set(true);
+            Some(OsString::from("/a:/b"))
+        };
+        let mut found = candidates_from(root, &want, None, path_var);
+        assert_eq!(
+            found.next().unwrap(),
+            Path::new("/t/.bbrun/python/bin/python3.11")
+        );
+        assert!(
+            !path_read.get(),
+            "PATH read before its candidates were reached"
+        );
+        let rest: Vec<PathBuf> = found.collect();
+        assert!(path_read.get());
+        let want_rest = [
+            "/x/python3",
+            "/t/bin/python3.11",
+            "/t/bin/python3",
+            "/t/bin/python",
+            "/opt/py/bin/python3.11",
+            "/a/python3.11",
+            "/b/python3.11",
+            "/a/python3",
+            "/b/python3",
+            "/a/python",
+            "/b/python",
+        ];
+        assert_eq!(rest, want_rest.map(PathBuf::from));
+        let only: Vec<PathBuf> =
+            candidates_from(root, &want, Some("/mine/python".into()), || None).collect();
+        assert_eq!(only, [PathBuf::from("/mine/python")]);
+        let empty_is_unset: Vec<PathBuf> =
+            candidates_from(root, &want, Some("".into()), || None).collect();
+        assert_eq!(empty_is_unset.len(), 6);
     }
 
     fn probe(mm: &str, soabi: &str) -> Probe {
