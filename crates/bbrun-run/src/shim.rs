@@ -71,11 +71,31 @@ pub fn write_into(dir: &Path) -> Result<()> {
     for (name, text) in FILES {
         let path = dir.join(name);
         if std::fs::read(&path).ok().as_deref() != Some(text.as_bytes()) {
+            // Its bytecode is for the text being replaced, and the pycs
+            // `precompile` writes are never checked against the source.
+            remove_pycs(dir, name.trim_end_matches(".py"));
             fsutil::atomic_write(&path, text.as_bytes(), 0o644)?;
         }
     }
     remove_retired(dir);
     Ok(())
+}
+
+/// Remove `__pycache__/STEM.*.pyc` (any interpreter, any `-O` level).
+fn remove_pycs(dir: &Path, stem: &str) {
+    let prefix = format!("{stem}.");
+    let pycs = std::fs::read_dir(dir.join("__pycache__"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with(&prefix) && name.ends_with(".pyc")
+        });
+    for e in pycs {
+        let _ = std::fs::remove_file(e.path());
+    }
 }
 
 /// Shim modules earlier versions wrote and this one no longer has (the
@@ -86,31 +106,24 @@ const RETIRED: [&str; 1] = ["bbrun_index"];
 fn remove_retired(dir: &Path) {
     for stem in RETIRED {
         let _ = std::fs::remove_file(dir.join(format!("{stem}.py")));
-        let prefix = format!("{stem}.");
-        let pycs = std::fs::read_dir(dir.join("__pycache__"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| {
-                let name = e.file_name();
-                let name = name.to_string_lossy();
-                name.starts_with(&prefix) && name.ends_with(".pyc")
-            });
-        for e in pycs {
-            let _ = std::fs::remove_file(e.path());
-        }
+        remove_pycs(dir, stem);
     }
 }
 
 /// Byte-compile the shim with the tree's interpreter, so no launch pays for
 /// compiling it (a read-only tree, or PYTHONDONTWRITEBYTECODE, would make
-/// every launch do so). Checked-hash pycs stay valid when an archive or a
-/// copy changes mtimes, and are rejected if the source changes. Best
-/// effort: without it the shim still works, only slower.
+/// every launch do so). Best effort: without it the shim still works,
+/// only slower.
 pub fn precompile(dir: &Path, python: &Path) -> bool {
+    // Unchecked-hash pycs: the interpreter loads them without reading the
+    // source to hash it (~50 us of every launch for bbrun_shim's 34 KB),
+    // and they stay valid when an archive or a copy changes mtimes. They
+    // cannot go stale: the launcher uses this directory only when every
+    // source holds exactly this binary's text (is_current), and
+    // `write_into` removes a file's pycs before it replaces the file.
     let code = "import py_compile, sys\n\
 for f in sys.argv[1:]:\n    \
-py_compile.compile(f, doraise=True, invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)";
+py_compile.compile(f, doraise=True, invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)";
     let mut cmd = std::process::Command::new(python);
     cmd.args(["-S", "-E", "-s", "-c", code]);
     for (name, _) in FILES {
@@ -294,6 +307,31 @@ mod tests {
         );
     }
 
+    #[test]
+    fn rewriting_a_shim_file_drops_its_bytecode_only() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("shim");
+        write_into(&dir).unwrap();
+        std::fs::create_dir_all(dir.join("__pycache__")).unwrap();
+        let pycs = [
+            "__pycache__/bbrun_shim.cpython-311.pyc",
+            "__pycache__/bbrun_shim.cpython-312.opt-2.pyc",
+            "__pycache__/sitecustomize.cpython-311.pyc",
+        ];
+        for name in pycs {
+            std::fs::write(dir.join(name), "x").unwrap();
+        }
+        // Unchanged sources keep their bytecode.
+        write_into(&dir).unwrap();
+        assert!(pycs.iter().all(|p| dir.join(p).exists()));
+        // A source from another version loses it, the others keep theirs.
+        std::fs::write(dir.join("bbrun_shim.py"), "# older shim\n").unwrap();
+        write_into(&dir).unwrap();
+        assert!(is_current(&dir));
+        assert!(!dir.join(pycs[0]).exists() && !dir.join(pycs[1]).exists());
+        assert!(dir.join(pycs[2]).exists());
+    }
+
     fn walk_names(dir: &Path) -> Vec<String> {
         let mut out = vec![];
         for e in std::fs::read_dir(dir).unwrap().flatten() {
@@ -329,8 +367,15 @@ mod tests {
         assert!(precompile(d.path(), &py));
         let cache: Vec<_> = std::fs::read_dir(d.path().join("__pycache__"))
             .unwrap()
+            .map(|e| e.unwrap().path())
             .collect();
         assert_eq!(cache.len(), FILES.len());
+        // Unchecked-hash pycs (PEP 552 flags 0b01): loaded without
+        // reading the source.
+        for pyc in cache {
+            let head = std::fs::read(&pyc).unwrap();
+            assert_eq!(&head[4..8], &[1, 0, 0, 0], "{}", pyc.display());
+        }
     }
 
     #[test]
