@@ -63,7 +63,28 @@ if merged:
     for name in sorted(n for n in specs if "." not in n):
         if specs[name] is None or specs[name][2] in PATH_LOADERS:
             answered[name] = describe(merged[0].find_spec(name))
-print(json.dumps({"specs": specs, "finders": finders, "merged": answered}))
+# A regular package's submodules, searched in its one directory: what the
+# merged finder answers (None: left to PathFinder) against PathFinder's own
+# answer, without importing anything.
+def guarded(find, name, path):
+    # PathFinder's namespace spec wants the parent package imported.
+    try:
+        return describe(find(name, path))
+    except Exception as e:
+        return "error: %s" % type(e).__name__
+
+single = {}
+if merged:
+    from importlib.machinery import PathFinder
+    for name in sorted(n for n in specs if "." not in n):
+        d = specs[name]
+        if d and d[1] and len(d[1]) == 1 and d[2] == "SourceFileLoader":
+            for sub in sorted(names_in(d[1][0]) - {"__init__", "__main__"}):
+                full = name + "." + sub
+                its = guarded(PathFinder.find_spec, full, list(d[1]))
+                mine = guarded(merged[0].find_spec, full, list(d[1]))
+                single[full] = [mine, its, type(sys.path_importer_cache.get(d[1][0])).__name__]
+print(json.dumps({"specs": specs, "finders": finders, "merged": answered, "single": single}))
 """
 
 # The merged finder under run-time changes, in one process: a name written
@@ -153,6 +174,17 @@ def assert_same_specs(root, with_index, without):
     assert merged["zope"] is None  # a namespace package: left to PathFinder
     regular = [k for k, v in without["specs"].items() if k in merged and v and v[0]]
     assert sum(merged[k] is not None for k in regular) > 0.9 * len(regular)
+    # Submodules of single-directory packages: the same spec as PathFinder's,
+    # and answered by the merged finder whenever PathFinder finds a loader.
+    single = with_index["single"]
+    assert len(single) > 20
+    wrong = {k: v for k, v in single.items() if v[0] is not None and v[0] != v[1]}
+    assert not wrong
+    found = [k for k, (_, its, finder) in single.items()
+             if finder == "IndexedFinder" and isinstance(its, list) and its[2] != "NoneType"]
+    assert len(found) > 20
+    left = [k for k in found if single[k][0] is None]
+    assert not left
 
 
 def egg_entries(root, finders):
