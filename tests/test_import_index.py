@@ -342,6 +342,90 @@ def test_index_still_used_after_pack_and_install(moved, bbrun, tmp_path):
     run([bbrun, "verify", dest])
 
 
+
+# Runs inside bin/py with ~150 more directories on sys.path: each lookup's
+# result and how many directories it listed (importlib.metadata lists
+# through os.listdir).
+METADATA_PROBE = r"""
+import importlib.metadata as md, json, os, sys
+extra = sys.argv[1]
+dirs = sorted(os.path.join(extra, n) for n in os.listdir(extra))
+sys.path.extend(dirs)
+listed = []
+real = os.listdir
+def counting(path="."):
+    listed.append(path)
+    return real(path)
+os.listdir = counting
+def find(name):
+    before = len(listed)
+    try:
+        found = str(md.distribution(name)._path)
+    except md.PackageNotFoundError:
+        found = None
+    return [found, len(listed) - before]
+# An entry that is not there is asked again at every lookup (the stdlib
+# keeps no listing of it).
+out = {"path": len(sys.path), "missing": sum(not os.path.isdir(p) for p in sys.path)}
+out["first"] = find("no-such-dist")
+out["again"] = find("no-such-dist")
+out["late"] = find("late-dist")
+out["egg"] = find("BTrees")
+# Written now: its directory's mtime changed, so that directory is listed
+# again and the new distribution found.
+made = os.path.join(dirs[-3], "written_now-2.0.dist-info")
+os.mkdir(made)
+with open(os.path.join(made, "METADATA"), "w") as f:
+    f.write("Metadata-Version: 2.1\nName: written-now\nVersion: 2.0\n")
+out["written now"] = find("written-now")
+os.listdir = real
+out["all"] = [[d.metadata["Name"], str(d._path)] for d in md.distributions()]
+out["entry points"] = [[ep.group, ep.name, ep.value] for d in md.distributions() for ep in d.entry_points]
+print(json.dumps(out))
+"""
+
+
+def test_metadata_lookups_on_a_long_path_reuse_directory_listings(moved, bbrun, tmp_path):
+    """importlib.metadata keeps 128 directory listings; on a longer path
+    each lookup evicts them all and lists every directory again. Through
+    bbrun the cache fits the path: later lookups list nothing unchanged,
+    a directory changed since is listed again, and every answer is the
+    one the unchanged stdlib gives."""
+    extra = tmp_path / "extra"
+    for i in range(150):
+        (extra / ("d%03d" % i)).mkdir(parents=True)
+    late = extra / "d140" / "late_dist-1.0.dist-info"
+    late.mkdir()
+    (late / "METADATA").write_text("Metadata-Version: 2.1\nName: late-dist\nVersion: 1.0\n")
+    (late / "entry_points.txt").write_text("[console_scripts]\nlate = late_dist:main\n")
+    script = tmp_path / "metadata_probe.py"
+    script.write_text(METADATA_PROBE)
+    results = []
+    for no_index in (False, True):
+        shutil.rmtree(extra / "d147" / "written_now-2.0.dist-info", ignore_errors=True)
+        env = {k: v for k, v in os.environ.items() if k != "BBRUN_NO_INDEX"}
+        if no_index:
+            env["BBRUN_NO_INDEX"] = "1"
+        results.append(json.loads(run([bbrun, moved / "bin" / "py", script, extra], env=env).stdout))
+    got, want = results
+    assert got["path"] > 128
+    # Same answers as the stdlib's own search.
+    for step in ("first", "again", "late", "egg", "written now"):
+        assert got[step][0] == want[step][0], step
+    assert got["all"] == want["all"] and got["entry points"] == want["entry points"]
+    assert got["late"][0] == str(late)
+    assert got["egg"][0] is not None and got["egg"][0].startswith(str(moved) + "/")
+    assert got["written now"][0] == str(extra / "d147" / "written_now-2.0.dist-info")
+    assert ["console_scripts", "late", "late_dist:main"] in got["entry points"]
+    # The first lookup lists every directory, as the stdlib does; the
+    # stdlib lists them all again at the next one, bbrun only what it must.
+    assert got["first"][1] == want["first"][1] >= got["path"]
+    assert want["again"][1] > 128
+    missing = got["missing"]
+    assert got["again"][1] == got["late"][1] == missing < 5
+    assert got["egg"][1] <= missing  # found before the search got that far
+    assert got["written now"][1] == missing + 1
+
 # Every `.py` of every directory the index lists, and whether its .pyc (at
 # the -O level 0 name) is the one the import system would accept.
 PYC_CHECK = r"""
