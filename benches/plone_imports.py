@@ -19,7 +19,10 @@ built from it runs the copy as one it froze itself; any other binary
 compiles at every launch (a few ms more).
 
 BASELINE=path/to/other/bbrun adds the copy run by that binary, so a
-before/after comparison shares one run. Prints ratios; never asserts.
+before/after comparison shares one run. PLONE_START=1 adds a site's start
+(`bin/instance run` of an empty script: the configuration, every
+package's ZCML, the copy's own database), half as many runs (~3 s each).
+Prints ratios; never asserts.
 """
 
 import json
@@ -109,13 +112,30 @@ def main():
     env = dict(os.environ)
     env.pop("BBRUN_NO_INDEX", None)
     off = dict(env, BBRUN_NO_INDEX="1")
-    variants = {
-        "A in place, direct": (True, [build_root / "bin" / "zopepy", "-c", IMPORT], env),
-        "B, bbrun + index": (False, [bbrun, b / "bin" / "zopepy", "-c", IMPORT], env),
-        "B, bbrun, no index": (False, [bbrun, b / "bin" / "zopepy", "-c", IMPORT], off),
-    }
-    if baseline:
-        variants["B, baseline + index"] = (False, [baseline, b / "bin" / "zopepy", "-c", IMPORT], env)
+    empty = WORK / "empty.py"
+    empty.write_text("")
+    cases = [(IMPORT, ["bin/zopepy", "-c", IMPORT], runs)]
+    if os.environ.get("PLONE_START"):
+        # A site's start: Zope's configuration, every package's ZCML, the
+        # database opened (the copy's own var/), then an empty script.
+        cases.append(("site start: bin/instance run EMPTY", ["bin/instance", "run", empty], max(3, runs // 2)))
+    print("Plone 6 tree (%d eggs, %d sys.path entries), medians of interleaved runs"
+          % (info["eggs"], info["sys_path"]))
+    print("load average: %.2f %.2f %.2f" % os.getloadavg())
+    for title, argv, n in cases:
+        script, args = argv[0], argv[1:]
+        variants = {
+            "A in place, direct": (True, [build_root / script] + args, env),
+            "B, bbrun + index": (False, [bbrun, b / script] + args, env),
+            "B, bbrun, no index": (False, [bbrun, b / script] + args, off),
+        }
+        if baseline:
+            variants["B, baseline + index"] = (False, [baseline, b / script] + args, env)
+        measure(title, variants, n, place)
+    place(False)
+
+
+def measure(title, variants, runs, place):
     counts, samples, cpu = {}, {k: [] for k in variants}, {k: [] for k in variants}
     for k, (a_there, cmd, e) in variants.items():
         place(a_there)
@@ -129,13 +149,11 @@ def main():
             wall, used = timed(cmd, e)
             samples[k].append(wall)
             cpu[k].append(used)
-    place(False)
     base = statistics.median(samples["A in place, direct"])
     cpu_base = statistics.median(cpu["A in place, direct"])
     base_calls = sum(counts["A in place, direct"].values())
-    print("`%s`, Plone 6 tree (%d eggs, %d sys.path entries), median of %d interleaved runs"
-          % (IMPORT, info["eggs"], info["sys_path"], runs))
-    print("load average: %.2f %.2f %.2f" % os.getloadavg())
+    print()
+    print("`%s`, %d runs" % (title, runs))
     print("%-22s %9s %7s %9s %7s %8s  %s" % ("variant", "wall", "ratio", "CPU", "ratio", "fs calls", " ".join(SYSCALLS)))
     for k, s in samples.items():
         med, cmed = statistics.median(s), statistics.median(cpu[k])
@@ -143,7 +161,6 @@ def main():
         print("%-22s %7.0fms %6.3fx %7.0fms %6.3fx %7.3fx  %s" % (
             k, med * 1000, med / base, cmed * 1000, cmed / cpu_base, sum(c.values()) / base_calls,
             " ".join(str(c[n]) for n in SYSCALLS)))
-
 
 if __name__ == "__main__":
     main()
