@@ -876,7 +876,7 @@ def _fit_metadata_caches(context):
         return
     for name in _METADATA_MODULES:
         fast_path = getattr(sys.modules.get(name), "FastPath", None)
-        if fast_path is None:
+        if not isinstance(fast_path, type):
             continue
         new = fast_path.__dict__.get("__new__")
         fitted = _fitted.get(name)
