@@ -37,6 +37,7 @@ REQUIREMENTS = [
     "pip",
     "BTrees",
     "zope.interface",
+    "importlib_metadata",  # the backport, and zipp with it
 ]
 
 

@@ -343,12 +343,14 @@ def test_index_still_used_after_pack_and_install(moved, bbrun, tmp_path):
 
 
 
-# Runs inside bin/py with ~150 more directories on sys.path: each lookup's
-# result and how many directories it listed (importlib.metadata lists
-# through os.listdir).
+# Runs with ~150 more directories on sys.path: each lookup's result and how
+# many directories it listed (importlib.metadata, and its backport, list
+# through os.listdir). argv: the directories' parent, the metadata module,
+# a distribution the tree has.
 METADATA_PROBE = r"""
-import importlib.metadata as md, json, os, sys
-extra = sys.argv[1]
+import importlib, json, os, sys
+extra, module, installed = sys.argv[1:4]
+md = importlib.import_module(module)
 dirs = sorted(os.path.join(extra, n) for n in os.listdir(extra))
 sys.path.extend(dirs)
 listed = []
@@ -370,7 +372,7 @@ out = {"path": len(sys.path), "missing": sum(not os.path.isdir(p) for p in sys.p
 out["first"] = find("no-such-dist")
 out["again"] = find("no-such-dist")
 out["late"] = find("late-dist")
-out["egg"] = find("BTrees")
+out["installed"] = find(installed)
 # Written now: its directory's mtime changed, so that directory is listed
 # again and the new distribution found.
 made = os.path.join(dirs[-3], "written_now-2.0.dist-info")
@@ -385,12 +387,10 @@ print(json.dumps(out))
 """
 
 
-def test_metadata_lookups_on_a_long_path_reuse_directory_listings(moved, bbrun, tmp_path):
-    """importlib.metadata keeps 128 directory listings; on a longer path
-    each lookup evicts them all and lists every directory again. Through
-    bbrun the cache fits the path: later lookups list nothing unchanged,
-    a directory changed since is listed again, and every answer is the
-    one the unchanged stdlib gives."""
+def metadata_lookups(cmd, module, installed, tmp_path):
+    """The probe's output run by `cmd` (+ probe arguments) with the index,
+    then without it; and the directory holding a distribution late on the
+    path."""
     extra = tmp_path / "extra"
     for i in range(150):
         (extra / ("d%03d" % i)).mkdir(parents=True)
@@ -406,15 +406,19 @@ def test_metadata_lookups_on_a_long_path_reuse_directory_listings(moved, bbrun, 
         env = {k: v for k, v in os.environ.items() if k != "BBRUN_NO_INDEX"}
         if no_index:
             env["BBRUN_NO_INDEX"] = "1"
-        results.append(json.loads(run([bbrun, moved / "bin" / "py", script, extra], env=env).stdout))
+        results.append(json.loads(run(cmd + [script, extra, module, installed], env=env).stdout))
     got, want = results
+    return got, want, extra
+
+
+def assert_listings_reused(got, want, extra, root):
     assert got["path"] > 128
     # Same answers as the stdlib's own search.
-    for step in ("first", "again", "late", "egg", "written now"):
+    for step in ("first", "again", "late", "installed", "written now"):
         assert got[step][0] == want[step][0], step
     assert got["all"] == want["all"] and got["entry points"] == want["entry points"]
-    assert got["late"][0] == str(late)
-    assert got["egg"][0] is not None and got["egg"][0].startswith(str(moved) + "/")
+    assert got["late"][0] == str(extra / "d140" / "late_dist-1.0.dist-info")
+    assert got["installed"][0] is not None and got["installed"][0].startswith(str(root) + "/")
     assert got["written now"][0] == str(extra / "d147" / "written_now-2.0.dist-info")
     assert ["console_scripts", "late", "late_dist:main"] in got["entry points"]
     # The first lookup lists every directory, as the stdlib does; the
@@ -423,8 +427,35 @@ def test_metadata_lookups_on_a_long_path_reuse_directory_listings(moved, bbrun, 
     assert want["again"][1] > 128
     missing = got["missing"]
     assert got["again"][1] == got["late"][1] == missing < 5
-    assert got["egg"][1] <= missing  # found before the search got that far
+    assert got["installed"][1] <= missing  # found before the search got that far
     assert got["written now"][1] == missing + 1
+
+
+def test_metadata_lookups_on_a_long_path_reuse_directory_listings(moved, bbrun, tmp_path):
+    """importlib.metadata keeps 128 directory listings; on a longer path
+    each lookup evicts them all and lists every directory again. Through
+    bbrun the cache fits the path: later lookups list nothing unchanged,
+    a directory changed since is listed again, and every answer is the
+    one the unchanged stdlib gives."""
+    cmd = [bbrun, moved / "bin" / "py"]
+    got, want, extra = metadata_lookups(cmd, "importlib.metadata", "BTrees", tmp_path)
+    assert_listings_reused(got, want, extra, moved)
+
+
+def test_metadata_backport_lookups_reuse_directory_listings(dists, bbrun, tmp_path):
+    """The same with the importlib_metadata backport (which takes over
+    from the stdlib's finder), in a frozen virtualenv."""
+    from conftest import make_venv
+
+    venv = tmp_path / "a" / "venv"
+    make_venv(venv, dists, packages=("importlib_metadata",))
+    run([bbrun, "freeze", venv])
+    dest = tmp_path / "b"
+    os.rename(venv, dest)
+    cmd = [bbrun, dest / "bin" / "python"]
+    got, want, extra = metadata_lookups(cmd, "importlib_metadata", "zipp", tmp_path)
+    assert_listings_reused(got, want, extra, dest)
+
 
 # Every `.py` of every directory the index lists, and whether its .pyc (at
 # the -O level 0 name) is the one the import system would accept.
