@@ -149,6 +149,37 @@ def test_traceback_shows_script_frames_only(moved, bbrun, tmp_path):
     assert '"<string>"' not in proc.stderr
 
 
+
+# Calls that go 100-300 frames deep and back, 1,500 times: page faults
+# taken meanwhile (each frame-stack chunk mapped anew is fresh memory).
+DEEP_AND_BACK = r"""
+import json, resource, sys
+def descend(n):
+    return descend(n - 1) if n else 0
+def faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+descend(300)
+before = faults()
+for _ in range(500):
+    for depth in (100, 200, 300):
+        descend(depth)
+print(json.dumps(faults() - before))
+"""
+
+
+def test_script_frames_start_clear_of_a_frame_stack_chunk_end(moved, bbrun, tmp_path):
+    """CPython 3.11-3.14 free a frame-stack chunk as soon as its first
+    frame returns, so calls that cross a chunk's end map it again each
+    time. In place, a script's frames start near the first chunk's start
+    and calls ~30 KB deep cross its end; through bbrun they start ~63 KB
+    before a chunk's end, and the same calls map nothing."""
+    script = tmp_path / "deep_and_back.py"
+    script.write_text(DEEP_AND_BACK)
+    in_place = json.loads(run([base_python(), script]).stdout)
+    launched = json.loads(run([bbrun, moved / "bin" / "py", script]).stdout)
+    assert in_place > 1000  # the chunk mapped again at each crossing
+    assert launched < 100
+
 def test_syntax_error_reads_as_in_place(moved, bbrun):
     """A script that does not compile fails with the interpreter's own
     message, no shim frame before it."""
