@@ -408,13 +408,13 @@ def run_main():
 # whose calls go back and forth across a chunk's end maps and unmaps that
 # chunk every time (python/cpython#142183), and an import stack does: the
 # Zope stack run one call deeper than its script maps 16 KB ~8,000 times,
-# +8% wall time; as launched before this, ~850 times, in place ~1,400.
+# +8% wall time; as launched before this, ~850-1,250 times, in place ~1,400.
 # Where a script's frames start decides it, so the launcher picks the
 # place: _run_script reserves 8,300 stack slots it never uses (the frame
 # does not fit the first chunk, so it gets a 128 KB chunk to itself and
 # touches only the pages it uses), and the script's frames start right
-# after them, ~63 KB from the chunk's end. Only the unused reservation
-# differs; the script sees the same frames as before.
+# after them, ~63 KB from the chunk's end. The script sees one more of the
+# shim's frames (hidden from tracebacks like the others), nothing else.
 _CHUNKED_FRAME_STACK = (sys.implementation.name == "cpython"
                         and (3, 11) <= sys.version_info[:2] <= (3, 14))
 _ROOM_SLOTS = 8300
@@ -911,7 +911,7 @@ def _fit_metadata_caches(context):
             continue  # not the LRU-cached __new__ of Python 3.10+: leave it
         size = info().maxsize
         if size is None or size >= need:
-            _fitted[name] = (new, need if size is None else size)
+            _fitted[name] = (new, sys.maxsize if size is None else size)
             continue
         import functools
         bigger = functools.lru_cache(maxsize=need)(wrapped)
