@@ -112,12 +112,12 @@ def main():
     env = dict(os.environ)
     env.pop("BBRUN_NO_INDEX", None)
     off = dict(env, BBRUN_NO_INDEX="1")
-    empty = WORK / "empty.py"
-    empty.write_text("")
     cases = [(IMPORT, ["bin/zopepy", "-c", IMPORT], runs)]
     if os.environ.get("PLONE_START"):
         # A site's start: Zope's configuration, every package's ZCML, the
         # database opened (the copy's own var/), then an empty script.
+        empty = WORK / "empty.py"
+        empty.write_text("")
         cases.append(("site start: bin/instance run EMPTY", ["bin/instance", "run", empty], max(3, runs // 2)))
     print("Plone 6 tree (%d eggs, %d sys.path entries), medians of interleaved runs"
           % (info["eggs"], info["sys_path"]))
@@ -161,6 +161,7 @@ def measure(title, variants, runs, place):
         print("%-22s %7.0fms %6.3fx %7.0fms %6.3fx %7.3fx  %s" % (
             k, med * 1000, med / base, cmed * 1000, cmed / cpu_base, sum(c.values()) / base_calls,
             " ".join(str(c[n]) for n in SYSCALLS)))
+
 
 if __name__ == "__main__":
     main()

@@ -342,7 +342,6 @@ def test_index_still_used_after_pack_and_install(moved, bbrun, tmp_path):
     run([bbrun, "verify", dest])
 
 
-
 # Runs with ~150 more directories on sys.path: each lookup's result and how
 # many directories it listed (importlib.metadata, and its backport, list
 # through os.listdir). argv: the directories' parent, the metadata module,
@@ -389,8 +388,9 @@ print(json.dumps(out))
 
 def metadata_lookups(cmd, module, installed, tmp_path):
     """The probe's output run by `cmd` (+ probe arguments) with the index,
-    then without it; and the directory holding a distribution late on the
-    path."""
+    then without it; and `extra`, the parent of the 150 directories added
+    to the path (d140 holds a distribution, the probe writes one into
+    d147)."""
     extra = tmp_path / "extra"
     for i in range(150):
         (extra / ("d%03d" % i)).mkdir(parents=True)

@@ -149,7 +149,6 @@ def test_traceback_shows_script_frames_only(moved, bbrun, tmp_path):
     assert '"<string>"' not in proc.stderr
 
 
-
 # Calls that go 100-300 frames deep and back, 1,500 times: page faults
 # taken meanwhile (each frame-stack chunk mapped anew is fresh memory).
 DEEP_AND_BACK = r"""
@@ -179,6 +178,7 @@ def test_script_frames_start_clear_of_a_frame_stack_chunk_end(moved, bbrun, tmp_
     launched = json.loads(run([bbrun, moved / "bin" / "py", script]).stdout)
     assert in_place > 1000  # the chunk mapped again at each crossing
     assert launched < 100
+
 
 def test_syntax_error_reads_as_in_place(moved, bbrun):
     """A script that does not compile fails with the interpreter's own
