@@ -8,6 +8,10 @@ against the same script in place (issue 8: at most 1.0x). The fallback is
 forced with BBRUN_PYTHON=<base interpreter>, the code path a missing venv
 takes. With BBRUN_BEFORE=<an older bbrun> it runs too, for before/after.
 
+With a C compiler, two yardsticks run in the same rounds (see
+`floor_programs`): the interpreter behind one more exec of a static
+program, and the interpreter's shared libpython run inside a launcher.
+
 Usage: bash benches/launcher.sh [RUNS]"""
 
 import os
@@ -73,6 +77,40 @@ def moved_on_base(bbrun, python, a, moved, runs):
         )
 
 
+def floor_programs(python, work):
+    """The two yardsticks of benches/support, built with cc when there is
+    one: {name: argv prefix to put before `python SCRIPT ARGS`}.
+    - "static exec": one more exec of a static program, nothing else: no
+      launcher that execs the interpreter can cost less;
+    - "libpython in process": the interpreter's shared libpython loaded into
+      a launcher that runs CPython's main itself, no second exec (only for
+      an interpreter linked against a shared libpython). It must give the
+      script the same interpreter: sys.executable, prefixes and path are
+      compared with a direct run before it is timed."""
+    if not shutil.which("cc"):
+        return {}
+    support = Path(__file__).resolve().parent / "support"
+    out = {}
+    execer = work / "launch_floor_exec"
+    run(["cc", "-O2", "-static", "-o", execer, support / "launch_floor_exec.c"])
+    out["static exec"] = [execer]
+    libpython = subprocess.run(
+        [python, "-c", "import sysconfig as s, os; v = s.get_config_var;"
+         " print(os.path.join(v('LIBDIR'), v('INSTSONAME')) if v('Py_ENABLE_SHARED') else '')"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()
+    if libpython and os.path.exists(libpython):
+        embed = work / "launch_floor_embed"
+        run(["cc", "-O2", "-o", embed, support / "launch_floor_embed.c", "-ldl"])
+        probe = ["-c", "import sys; print(sys.executable, sys.prefix, sys.base_prefix, sys.flags, sys.path)"]
+        direct = run([python] + probe).stdout
+        loaded = run([embed, libpython, python] + probe).stdout
+        if direct != loaded:
+            raise SystemExit("libpython in process is not the same interpreter:\n%s\n%s" % (direct, loaded))
+        out["libpython in process"] = [embed, libpython]
+    return out
+
+
 def main():
     bbrun = Path(sys.argv[1]).resolve()
     runs = int(sys.argv[2]) if len(sys.argv) > 2 else 40
@@ -88,6 +126,7 @@ def main():
     run([bbrun, "freeze", a])
     moved = work / "moved"
     run(["cp", "-a", a, moved])
+    floors = floor_programs(python, work)
 
     cases = {
         "bin/py -c pass": (["bin/py", "-c", "pass"]),
@@ -104,6 +143,8 @@ def main():
         # The floor of any launcher that execs the interpreter: the same
         # run in place, through one more exec of a minimal program.
         variants["via env"] = ["/usr/bin/env", python, a / argv[0]] + argv[1:]
+        for k, prefix in floors.items():
+            variants[k] = prefix + [python, a / argv[0]] + argv[1:]
         if os.environ.get("BBRUN_BEFORE"):
             variants["before"] = [os.environ["BBRUN_BEFORE"], a / argv[0]] + argv[1:]
         for cmd in variants.values():  # warm caches and the probe cache
@@ -121,6 +162,8 @@ def main():
             "%-44s %8.1fms %7.3fx"
             % ("  in place through /usr/bin/env (exec floor)", med["via env"], med["via env"] / med["in place"])
         )
+        for k in floors:
+            print("%-44s %8.1fms %7.3fx" % ("  in place, " + k, med[k], med[k] / med["in place"]))
         if "before" in med:
             print("%-44s %8.1fms %7.3fx" % ("  before (BBRUN_BEFORE, in place)", med["before"], med["before"] / med["in place"]))
     moved_on_base(bbrun, python, a, moved, runs)
