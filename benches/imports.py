@@ -3,7 +3,8 @@
 moved, run through bbrun with the import index (and, for reference, with
 the index turned off: BBRUN_NO_INDEX=1). Same run, interleaved, medians.
 Also counts file-system syscalls (stat family + open + getdents) with
-`strace -f -c`, and the launcher + shim cost on a script that only sets
+`strace -f -c`, the issue's yardstick (the same imports in place with every
+egg merged into one directory, `merged_layout`), and the launcher + shim cost on a script that only sets
 its 80-entry sys.path. The scripts are made from bin/instance's first
 line and sys.path block.
 
@@ -93,10 +94,34 @@ def build_tree(work, bbrun):
     return tree, moved, venv / "bin" / "python"
 
 
+def merged_layout(tree, work):
+    """The issue's yardstick: bin/importstack with every egg on its path
+    copied into one directory (namespace packages merged, byte-code kept),
+    run in place. One directory to search is the best a finder can hope
+    for, so moved+index against it says what finding still costs."""
+    site = work / "merged" / "site"
+    script = work / "merged" / "importstack"
+    shutil.rmtree(site.parent, ignore_errors=True)
+    site.mkdir(parents=True)
+    lines = (tree / "bin" / "importstack").read_text().splitlines(True)
+    entries = [l for l in lines if l.startswith("  '")]
+    eggs = [l.strip().strip("',") for l in entries if l.strip().strip("',").endswith(".egg")]
+    for egg in eggs:
+        for child in Path(egg).iterdir():
+            if child.name != "EGG-INFO":
+                run(["cp", "-a", child, site])
+    kept = [l for l in lines if l not in entries or l.strip().strip("',") not in eggs]
+    at = kept.index("sys.path[0:0] = [\n") + 1
+    kept.insert(at, "  %r,\n" % str(site))
+    script.write_text("".join(kept))
+    return script
+
+
 def main():
     bbrun = Path(sys.argv[1]).resolve()
     runs = int(sys.argv[2]) if len(sys.argv) > 2 else 20
     tree, moved, python = build_tree(TARGET / "bench-imports", bbrun)
+    merged = merged_layout(tree, TARGET / "bench-imports")
     env = dict(os.environ)
     env.pop("BBRUN_NO_INDEX", None)
     off = dict(env, BBRUN_NO_INDEX="1")
@@ -115,6 +140,8 @@ def main():
             "index": ([bbrun, moved / script], env),
             "no index": ([bbrun, moved / script], off),
         }
+        if name.startswith("Zope"):
+            variants["merged"] = ([python, merged], env)
         if baseline:
             variants["baseline"] = ([baseline, moved / script], env)
         for cmd, e in variants.values():  # warm caches and the probe cache
@@ -151,6 +178,17 @@ def main():
             )
             + ("  %6.1fms %6.3fx" % (cmed["baseline"], cmed["baseline"] / cmed["in place"]) if baseline else "")
         )
+        if "merged" in med:
+            print(
+                "  every egg merged into one directory, in place: %.1fms %.3fx in place;"
+                " moved+index %.3fx of it (CPU %.3fx)"
+                % (
+                    med["merged"],
+                    med["merged"] / med["in place"],
+                    med["index"] / med["merged"],
+                    cmed["index"] / cmed["merged"],
+                )
+            )
         if name.startswith("Zope"):
             counts = {k: syscalls(cmd, e) for k, (cmd, e) in variants.items()}
             print("  file-system syscalls (strace -f -c):")
