@@ -94,26 +94,35 @@ def build_tree(work, bbrun):
     return tree, moved, venv / "bin" / "python"
 
 
-def merged_layout(tree, work):
-    """The issue's yardstick: bin/importstack with every egg on its path
-    copied into one directory (namespace packages merged, byte-code kept),
-    run in place. One directory to search is the best a finder can hope
-    for, so moved+index against it says what finding still costs."""
-    site = work / "merged" / "site"
-    script = work / "merged" / "importstack"
-    shutil.rmtree(site.parent, ignore_errors=True)
+def merge_eggs(script, site, source=lambda path: path):
+    """The issue's yardstick: `script` (a buildout script's text) with every
+    egg directory of its sys.path block copied into `site`, one directory
+    (namespace packages merged, byte-code kept, each EGG-INFO as
+    NAME.egg-info so distribution metadata is still found), and the block
+    naming `site` instead. One directory to search is the best a finder
+    can hope for, so the index against it says what finding still costs.
+    `source` maps a path in the script to where its files are read now."""
+    shutil.rmtree(site, ignore_errors=True)
     site.mkdir(parents=True)
-    lines = (tree / "bin" / "importstack").read_text().splitlines(True)
-    entries = [l for l in lines if l.startswith("  '")]
-    eggs = [l.strip().strip("',") for l in entries if l.strip().strip("',").endswith(".egg")]
-    for egg in eggs:
-        for child in Path(egg).iterdir():
-            if child.name != "EGG-INFO":
-                run(["cp", "-a", child, site])
-    kept = [l for l in lines if l not in entries or l.strip().strip("',") not in eggs]
+    lines = script.splitlines(True)
+    entries = {l: l.strip().rstrip(",").strip("'") for l in lines if l.startswith("  '")}
+    eggs = [l for l, path in entries.items() if path.endswith(".egg") and Path(source(path)).is_dir()]
+    for line in eggs:
+        egg = Path(source(entries[line]))
+        for child in egg.iterdir():
+            dest = site / (egg.name + "-info" if child.name == "EGG-INFO" else child.name)
+            run(["cp", "-a", "-T", child, dest] if child.name == "EGG-INFO" else ["cp", "-a", child, site])
+    kept = [l for l in lines if l not in eggs]
     at = kept.index("sys.path[0:0] = [\n") + 1
     kept.insert(at, "  %r,\n" % str(site))
-    script.write_text("".join(kept))
+    return "".join(kept)
+
+
+def merged_layout(tree, work):
+    """bin/importstack of `tree` with its eggs merged (`merge_eggs`)."""
+    script = work / "merged" / "importstack"
+    text = merge_eggs((tree / "bin" / "importstack").read_text(), work / "merged" / "site")
+    script.write_text(text)
     return script
 
 

@@ -18,6 +18,10 @@ built from it runs the copy as one it froze itself; any other binary
 (BASELINE) finds the tree's shim foreign and runs a cache copy, which it
 compiles at every launch (a few ms more).
 
+The import is also run, in place, with every egg merged into one
+directory (the issue's yardstick, imports.merge_eggs): no finder can do
+better than one directory to search.
+
 BASELINE=path/to/other/bbrun adds the copy run by that binary, so a
 before/after comparison shares one run. PLONE_START=1 adds a site's start
 (`bin/instance run` of an empty script: the configuration, every
@@ -36,7 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from support import TARGET  # noqa: E402
-from imports import timed  # noqa: E402  (this directory: the Zope import bench)
+from imports import merge_eggs, timed  # noqa: E402  (this directory: the Zope import bench)
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = TARGET / "bench-cache" / "plone"
@@ -87,6 +91,21 @@ def own_shim(tree):
         p.chmod(p.stat().st_mode & ~0o022)
 
 
+def merged_zopepy(b, build_root):
+    """bin/zopepy with every egg merged into one directory (the issue's
+    yardstick, `merge_eggs`), made once per copy; run in place, at A."""
+    script = WORK / "merged" / "zopepy"
+    if not script.exists():
+        text = merge_eggs(
+            (b / "bin" / "zopepy").read_text(),
+            WORK / "merged" / "site",
+            source=lambda path: str(b / Path(path).relative_to(build_root)),
+        )
+        script.write_text(text)
+        script.chmod(0o755)
+    return script
+
+
 def main():
     bbrun = Path(sys.argv[1]).resolve()
     runs = int(sys.argv[2]) if len(sys.argv) > 2 else 10
@@ -96,6 +115,7 @@ def main():
     b = copy(stamp)
     own_shim(b)
     build_root = Path(info["build_root"])
+    merged = merged_zopepy(b, build_root)
     # Only in this mount namespace: an empty tmpfs over the cache directory
     # holding A's mount point, then A mounted or not as each run needs.
     subprocess.run(["mount", "--make-rprivate", "/"], check=True)
@@ -112,17 +132,18 @@ def main():
     env = dict(os.environ)
     env.pop("BBRUN_NO_INDEX", None)
     off = dict(env, BBRUN_NO_INDEX="1")
-    cases = [(IMPORT, ["bin/zopepy", "-c", IMPORT], runs)]
+    yardstick = {"A, eggs merged": (True, [merged, "-c", IMPORT], env)}
+    cases = [(IMPORT, ["bin/zopepy", "-c", IMPORT], runs, yardstick)]
     if os.environ.get("PLONE_START"):
         # A site's start: Zope's configuration, every package's ZCML, the
         # database opened (the copy's own var/), then an empty script.
         empty = WORK / "empty.py"
         empty.write_text("")
-        cases.append(("site start: bin/instance run EMPTY", ["bin/instance", "run", empty], max(3, runs // 2)))
+        cases.append(("site start: bin/instance run EMPTY", ["bin/instance", "run", empty], max(3, runs // 2), {}))
     print("Plone 6 tree (%d eggs, %d sys.path entries), medians of interleaved runs"
           % (info["eggs"], info["sys_path"]))
     print("load average: %.2f %.2f %.2f" % os.getloadavg())
-    for title, argv, n in cases:
+    for title, argv, n, extra in cases:
         script, args = argv[0], argv[1:]
         variants = {
             "A in place, direct": (True, [build_root / script] + args, env),
@@ -131,6 +152,7 @@ def main():
         }
         if baseline:
             variants["B, baseline + index"] = (False, [baseline, b / script] + args, env)
+        variants.update(extra)
         measure(title, variants, n, place)
     place(False)
 
