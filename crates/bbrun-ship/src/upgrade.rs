@@ -329,6 +329,10 @@ pub fn journal_path(parent: &Path, name: &str) -> PathBuf {
 /// Undo what moved for [`move_into`] calls of dead runs: a path still in
 /// the tree it went to goes back where it came from, unless that place is
 /// taken. A swap that did happen leaves nothing to do.
+///
+/// A dead run's journal that never got into place (its temp file,
+/// `..DEST.bbrun-state.PID.toml.bbrun-tmp.PID`) is removed: nothing moves
+/// before the journal is renamed into place, so it records nothing done.
 pub fn recover_journals(parent: &Path, name: &str) -> Result<()> {
     let prefix = journal_prefix(name);
     let Ok(entries) = fs::read_dir(parent) else {
@@ -336,6 +340,11 @@ pub fn recover_journals(parent: &Path, name: &str) -> Result<()> {
     };
     for e in entries.flatten() {
         let file_name = e.file_name().to_string_lossy().into_owned();
+        if is_dead_journal_temp(&file_name, &prefix) && e.file_type().is_ok_and(|t| t.is_file()) {
+            fs::remove_file(e.path())
+                .with_context(|| format!("{}: cannot remove", e.path().display()))?;
+            continue;
+        }
         let Some(pid) = file_name
             .strip_prefix(&prefix)
             .and_then(|r| r.strip_suffix(".toml"))
@@ -376,6 +385,21 @@ pub fn recover_journals(parent: &Path, name: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `.` + a journal's name + `.bbrun-tmp.PID` (fsutil::atomic_write's temp
+/// file) of a process that is gone.
+fn is_dead_journal_temp(file_name: &str, prefix: &str) -> bool {
+    file_name
+        .strip_prefix('.')
+        .and_then(|rest| rest.strip_prefix(prefix))
+        .and_then(|rest| rest.rsplit_once(".bbrun-tmp."))
+        .is_some_and(|(journal, pid)| {
+            journal.ends_with(".toml")
+                && pid
+                    .parse::<i32>()
+                    .is_ok_and(|p| !bbrun_run::debris::pid_alive(p))
+        })
 }
 
 /// Whether `root` holds state files (a backup that must not be deleted).
@@ -511,5 +535,24 @@ mod tests {
             "user file"
         );
         assert!(!new.join("mine.txt").exists());
+    }
+
+    #[test]
+    fn a_journal_a_dead_run_was_writing_goes_a_live_one_stays() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        // PID 2^22+ is above Linux's pid_max default: dead.
+        let dead = r.join("..app.bbrun-state.4194304.toml.bbrun-tmp.4194304");
+        let live = r.join(format!(
+            "..app.bbrun-state.{0}.toml.bbrun-tmp.{0}",
+            std::os::unix::process::parent_id()
+        ));
+        let other_tree = r.join("..apps.bbrun-state.4194304.toml.bbrun-tmp.4194304");
+        for p in [&dead, &live, &other_tree] {
+            fs::write(p, "half a journal").unwrap();
+        }
+        recover_journals(r, "app").unwrap();
+        assert!(!dead.exists());
+        assert!(live.exists() && other_tree.exists());
     }
 }
