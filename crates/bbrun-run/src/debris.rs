@@ -37,10 +37,7 @@ pub fn sweep(root: &Path) -> Result<Vec<PathBuf>> {
         if e.file_type().is_dir() {
             // A killed freeze's half copy (`.NN-name.bbrun-tmp.PID`).
             walker.skip_current_dir();
-            let dead = name
-                .rsplit_once(".bbrun-tmp.")
-                .is_some_and(|(_, pid)| pid.parse::<i32>().is_ok_and(|p| !pid_alive(p)));
-            if dead && std::fs::remove_dir_all(e.path()).is_ok() {
+            if dead_temp(name).is_some() && std::fs::remove_dir_all(e.path()).is_ok() {
                 removed.push(e.path().to_path_buf());
             }
             continue;
@@ -48,11 +45,12 @@ pub fn sweep(root: &Path) -> Result<Vec<PathBuf>> {
         if !e.file_type().is_file() {
             continue;
         }
-        let stale = match name.rsplit_once(".bbrun-tmp.") {
-            Some((_, pid)) => pid.parse::<i32>().is_ok_and(|p| !pid_alive(p)),
+        let stale = if name.contains(".bbrun-tmp.") {
+            dead_temp(name).is_some()
+        } else {
             // `.NAME.bbrun-relocate`: pending until its journal is written;
             // with no journal, an interrupted run's leftover.
-            None => name.ends_with(".bbrun-relocate") && !journal,
+            name.ends_with(".bbrun-relocate") && !journal
         };
         if stale && std::fs::remove_file(e.path()).is_ok() {
             removed.push(e.path().to_path_buf());
@@ -71,14 +69,19 @@ pub fn sweep_dir(dir: &Path) {
     for e in entries.flatten() {
         let name = e.file_name();
         let Some(name) = name.to_str() else { continue };
-        if let Some((_, pid)) = name.rsplit_once(".bbrun-tmp.") {
-            if pid.parse::<i32>().is_ok_and(|p| !pid_alive(p))
-                && e.file_type().is_ok_and(|t| t.is_file())
-            {
-                let _ = std::fs::remove_file(e.path());
-            }
+        if dead_temp(name).is_some() && e.file_type().is_ok_and(|t| t.is_file()) {
+            let _ = std::fs::remove_file(e.path());
         }
     }
+}
+
+/// For `TARGET.bbrun-tmp.PID` (a temp file or copy of bbrun's) whose
+/// process is gone: `TARGET`. `None` for any other name, or a live PID.
+pub fn dead_temp(name: &str) -> Option<&str> {
+    let (target, pid) = name.rsplit_once(".bbrun-tmp.")?;
+    pid.parse::<i32>()
+        .is_ok_and(|p| !pid_alive(p))
+        .then_some(target)
 }
 
 /// Whether a process runs with `pid`. Our own PID counts as dead: a

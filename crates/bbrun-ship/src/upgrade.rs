@@ -390,16 +390,10 @@ pub fn recover_journals(parent: &Path, name: &str) -> Result<()> {
 /// `.` + a journal's name + `.bbrun-tmp.PID` (fsutil::atomic_write's temp
 /// file) of a process that is gone.
 fn is_dead_journal_temp(file_name: &str, prefix: &str) -> bool {
-    file_name
-        .strip_prefix('.')
-        .and_then(|rest| rest.strip_prefix(prefix))
-        .and_then(|rest| rest.rsplit_once(".bbrun-tmp."))
-        .is_some_and(|(journal, pid)| {
-            journal.ends_with(".toml")
-                && pid
-                    .parse::<i32>()
-                    .is_ok_and(|p| !bbrun_run::debris::pid_alive(p))
-        })
+    bbrun_run::debris::dead_temp(file_name)
+        .and_then(|target| target.strip_prefix('.'))
+        .and_then(|journal| journal.strip_prefix(prefix))
+        .is_some_and(|rest| rest.ends_with(".toml"))
 }
 
 /// Whether `root` holds state files (a backup that must not be deleted).
