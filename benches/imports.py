@@ -3,10 +3,10 @@
 moved, run through bbrun with the import index (and, for reference, with
 the index turned off: BBRUN_NO_INDEX=1). Same run, interleaved, medians.
 Also counts file-system syscalls (stat family + open + getdents) with
-`strace -f -c`, the issue's yardstick (the same imports in place with every
-egg merged into one directory, `merged_layout`), and the launcher + shim cost on a script that only sets
-its 80-entry sys.path. The scripts are made from bin/instance's first
-line and sys.path block.
+`strace -f -c`, the issue's yardstick (the same imports in place with
+every egg merged into one directory, `merged_layout`), and the launcher +
+shim cost on a script that only sets its 80-entry sys.path. The scripts
+are made from bin/instance's first line and sys.path block.
 
 Usage: bash benches/imports.sh [RUNS]   (prints ratios; never asserts)
 BASELINE=path/to/other/bbrun adds a column: the moved tree run by that
@@ -110,8 +110,9 @@ def merge_eggs(script, site, source=lambda path: path):
     for line in eggs:
         egg = Path(source(entries[line]))
         for child in egg.iterdir():
+            # -T: a directory already there (a namespace package) is merged into.
             dest = site / (egg.name + "-info" if child.name == "EGG-INFO" else child.name)
-            run(["cp", "-a", "-T", child, dest] if child.name == "EGG-INFO" else ["cp", "-a", child, site])
+            run(["cp", "-a", "-T", child, dest])
     kept = [l for l in lines if l not in eggs]
     at = kept.index("sys.path[0:0] = [\n") + 1
     kept.insert(at, "  %r,\n" % str(site))
