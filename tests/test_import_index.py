@@ -345,10 +345,12 @@ def test_index_still_used_after_pack_and_install(moved, bbrun, tmp_path):
 # Runs with ~150 more directories on sys.path: each lookup's result and how
 # many directories it listed (importlib.metadata, and its backport, list
 # through os.listdir). argv: the directories' parent, the metadata module,
-# a distribution the tree has.
+# a distribution the tree has, the directory to write a distribution into.
+# The directory the probe writes a distribution into, late on the path.
+WRITTEN_INTO = "d147"
 METADATA_PROBE = r"""
 import importlib, json, os, sys
-extra, module, installed = sys.argv[1:4]
+extra, module, installed, written = sys.argv[1:5]
 md = importlib.import_module(module)
 dirs = sorted(os.path.join(extra, n) for n in os.listdir(extra))
 sys.path.extend(dirs)
@@ -374,7 +376,7 @@ out["late"] = find("late-dist")
 out["installed"] = find(installed)
 # Written now: its directory's mtime changed, so that directory is listed
 # again and the new distribution found.
-made = os.path.join(dirs[-3], "written_now-2.0.dist-info")
+made = os.path.join(extra, written, "written_now-2.0.dist-info")
 os.mkdir(made)
 with open(os.path.join(made, "METADATA"), "w") as f:
     f.write("Metadata-Version: 2.1\nName: written-now\nVersion: 2.0\n")
@@ -390,7 +392,7 @@ def metadata_lookups(cmd, module, installed, tmp_path):
     """The probe's output run by `cmd` (+ probe arguments) with the index,
     then without it; and `extra`, the parent of the 150 directories added
     to the path (d140 holds a distribution, the probe writes one into
-    d147)."""
+    WRITTEN_INTO)."""
     extra = tmp_path / "extra"
     for i in range(150):
         (extra / ("d%03d" % i)).mkdir(parents=True)
@@ -402,11 +404,11 @@ def metadata_lookups(cmd, module, installed, tmp_path):
     script.write_text(METADATA_PROBE)
     results = []
     for no_index in (False, True):
-        shutil.rmtree(extra / "d147" / "written_now-2.0.dist-info", ignore_errors=True)
+        shutil.rmtree(extra / WRITTEN_INTO / "written_now-2.0.dist-info", ignore_errors=True)
         env = {k: v for k, v in os.environ.items() if k != "BBRUN_NO_INDEX"}
         if no_index:
             env["BBRUN_NO_INDEX"] = "1"
-        results.append(json.loads(run(cmd + [script, extra, module, installed], env=env).stdout))
+        results.append(json.loads(run(cmd + [script, extra, module, installed, WRITTEN_INTO], env=env).stdout))
     got, want = results
     return got, want, extra
 
@@ -419,7 +421,7 @@ def assert_listings_reused(got, want, extra, root):
     assert got["all"] == want["all"] and got["entry points"] == want["entry points"]
     assert got["late"][0] == str(extra / "d140" / "late_dist-1.0.dist-info")
     assert got["installed"][0] is not None and got["installed"][0].startswith(str(root) + "/")
-    assert got["written now"][0] == str(extra / "d147" / "written_now-2.0.dist-info")
+    assert got["written now"][0] == str(extra / WRITTEN_INTO / "written_now-2.0.dist-info")
     assert ["console_scripts", "late", "late_dist:main"] in got["entry points"]
     # The first lookup lists every directory, as the stdlib does; the
     # stdlib lists them all again at the next one, bbrun only what it must.
